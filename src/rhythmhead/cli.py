@@ -1,0 +1,76 @@
+"""The ``rhythmhead`` command line: a thin click group that parses, validates and calls the library.
+
+Each command lives in the library module that owns its stage and is imported lazily here, so that ``rhythmhead --help``
+stays fast and a broken optional stage cannot break the others. Bad input (:class:`rhythmhead.errors.InputError`) is
+printed as one line on stderr with exit status 2.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .errors import InputError
+
+# command name -> "module:attribute" of a click.Command. One plain table, no registry machinery.
+COMMANDS: dict[str, str] = {
+    "demo": "rhythmhead.inference.demo_cli:demo",
+    "preprocess": "rhythmhead.data.preprocess_cli:preprocess",
+    "fit-pca": "rhythmhead.data.pca_cli:fit_pca",
+    "train": "rhythmhead.training.cli:train",
+    "evaluate": "rhythmhead.evaluation.cli:evaluate",
+    "bench": "rhythmhead.bench:bench",
+    "generate": "rhythmhead.inference.generate_cli:generate",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(n for n in COMMANDS if self._load(n) is not None)
+
+    def get_command(self, ctx, name):
+        return self._load(name)
+
+    @staticmethod
+    def _load(name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:  # a stage not built yet
+            if exc.name and exc.name.startswith("rhythmhead"):
+                return None
+            raise
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="rhythmhead")
+def cli():
+    """rhythmhead: a talking head with rhythmic head motion from a reference clip or photo and a speech recording.
+
+    \b
+    Examples:
+      rhythmhead demo --out demo.mp4
+      rhythmhead preprocess ../shared/media/talking_video --out store
+      rhythmhead generate --reference me.mp4 --audio speech.wav --out talk.mp4
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the click group, turning InputError into one line and exit status 2."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except InputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

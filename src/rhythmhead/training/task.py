@@ -1,0 +1,85 @@
+"""The contract between the one shared :class:`~rhythmhead.training.trainer.Trainer` and each stage.
+
+A stage (motion Φ, expression Ψ, unprojection, generator) is a ``TrainTask``: it builds its networks, optimisers and
+datasets from its config, and does one optimisation step on a batch. The Trainer owns everything else — DDP wrapping,
+per-rank seeding, the infinite sampler, progress bar, stats (``stats.jsonl`` + TensorBoard), validation hooks, atomic
+training-state checkpoints with keep-last-N and ``--resume latest``, and the exported inference checkpoint.
+
+Writing a new stage = subclassing TrainTask; no change to the Trainer.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class TrainTask:
+    """One trainable stage. Subclasses set ``stage`` and implement the abstract methods.
+
+    Lifecycle (driven by the Trainer, identical for 1 or N processes):
+      1. ``task = TaskClass(cfg, data_dir)``: store config, open the data store (no networks yet).
+      2. ``task.build(device)``: create networks on ``device`` and return them as a dict name → nn.Module.
+         The Trainer wraps the ones listed by ``ddp_modules()`` in DistributedDataParallel and hands the (possibly
+         wrapped) modules back through ``task.bind(modules)`` before the first step.
+      3. ``task.make_optimizers(modules)`` → dict name → Optimizer (the Trainer checkpoints and restores them).
+      4. ``task.dataset("train" | "val")`` → a map-style torch Dataset (speaker-disjoint split decided by the task
+         from the store's manifest, deterministic given the config seed).
+      5. Loop: ``stats = task.train_step(batch, step)`` — forward, losses, backward and ``optimizer.step()`` for every
+         optimiser the task owns (GAN tasks alternate G and D here). Returns named float scalars (``Loss/mse`` ...).
+      6. ``task.validate(batches)`` → named float metrics on validation batches (no grad).
+      7. ``task.export_config()`` + the Trainer saves ``export_modules()`` weights to ``RUN/export/<stage>.safetensors``
+         with ``RUN/export/<stage>.json`` (config + any extra tensors such as pose normalisation statistics, which a task
+         returns from ``export_extra()`` as name → tensor and are saved in the same safetensors file).
+    """
+
+    stage: str = "?"
+
+    def __init__(self, cfg: Any, data_dir: str | None):
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.modules: dict[str, nn.Module] = {}
+
+    # -- networks -------------------------------------------------------------------------------------------------
+    def build(self, device: torch.device) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def ddp_modules(self) -> list[str]:
+        """Names of modules that receive gradients (wrapped in DDP when world size > 1). Default: all."""
+        return list(self.modules)
+
+    def bind(self, modules: dict[str, nn.Module]) -> None:
+        """Receive the (possibly DDP-wrapped) modules the Trainer will step."""
+        self.modules = modules
+
+    def make_optimizers(self, modules: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    # -- data -----------------------------------------------------------------------------------------------------
+    def dataset(self, split: str) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def collate(self, items: list[Any]) -> Any:
+        """Batch collation; default torch's."""
+        return torch.utils.data.default_collate(items)
+
+    # -- steps ----------------------------------------------------------------------------------------------------
+    def train_step(self, batch: Any, step: int, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validate(self, batches) -> dict[str, float]:
+        return {}
+
+    # -- export ---------------------------------------------------------------------------------------------------
+    def export_modules(self) -> dict[str, nn.Module]:
+        """Modules whose weights inference needs (unwrapped). Default: all built modules except those named 'disc*'."""
+        return {k: getattr(m, "module", m) for k, m in self.modules.items() if not k.startswith("disc")}
+
+    def export_extra(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def export_config(self) -> dict[str, Any]:
+        from ..config import to_dict
+        return {"stage": self.stage, "config": to_dict(self.cfg)}
