@@ -9,10 +9,26 @@ Writing a new stage = subclassing TrainTask; no change to the Trainer.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Loop settings every stage config carries as its ``trainer`` field."""
+
+    batch_size: int = 8  # per process
+    max_steps: int = 1000
+    log_every: int = 10  # steps between stats lines
+    val_every: int = 200  # steps between validation passes (0 = never)
+    checkpoint_every: int = 200  # steps between training-state checkpoints
+    keep_last: int = 3  # training-state checkpoints kept
+    val_batches: int = 8  # batches per validation pass
+    seed: int = 0
+    num_workers: int = 0  # DataLoader workers per process
 
 
 class TrainTask:
@@ -35,6 +51,7 @@ class TrainTask:
     """
 
     stage: str = "?"
+    config_class: type = object  # the stage's frozen config dataclass; it has a ``trainer: TrainerConfig`` field
 
     def __init__(self, cfg: Any, data_dir: str | None):
         self.cfg = cfg
