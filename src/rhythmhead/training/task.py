@@ -25,6 +25,7 @@ class TrainerConfig:
     log_every: int = 10  # steps between stats lines
     val_every: int = 200  # steps between validation passes (0 = never)
     checkpoint_every: int = 200  # steps between training-state checkpoints
+    checkpoint_minutes: float = 0.0  # also checkpoint at a log tick once this many minutes passed since the last (0 = off)
     keep_last: int = 3  # training-state checkpoints kept
     val_batches: int = 8  # batches per validation pass
     seed: int = 0
@@ -52,6 +53,9 @@ class TrainTask:
 
     stage: str = "?"
     config_class: type = object  # the stage's frozen config dataclass; it has a ``trainer: TrainerConfig`` field
+    find_unused: bool = False  # DDP find_unused_parameters for the wrapped modules (set True if some params skip a step)
+    # top-level config fields that define the networks: resuming with a different value is refused (see ``architecture``)
+    architecture_fields: tuple[str, ...] = ("model", "disc", "ablation")
 
     def __init__(self, cfg: Any, data_dir: str | None):
         self.cfg = cfg
@@ -88,6 +92,27 @@ class TrainTask:
     @torch.no_grad()
     def validate(self, batches) -> dict[str, float]:
         return {}
+
+    # -- optional hooks (defaults keep a task free of them) ----------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """Task state beyond modules and optimisers (LR schedulers, EMA, GradScaler, counters) for the training state.
+
+        Plain containers and tensors only (the checkpoint is read with ``torch.load(weights_only=True)``)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``extra_state`` returned (called on resume after modules and optimisers are restored)."""
+
+    def lr_factor(self, step: int) -> float | dict[str, float]:
+        """LR schedule: factor on each optimiser's initial LR for step ``step`` (one float, or optimiser name → float).
+
+        Applied by the Trainer before every step only when a task overrides this method (tasks that set their LRs in
+        ``train_step`` are left alone). A pure function of the step, so resuming needs no scheduler state."""
+        return 1.0
+
+    def architecture(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The part of a resolved config dict that must match on resume. Default: the ``architecture_fields`` entries."""
+        return {k: config[k] for k in self.architecture_fields if k in config}
 
     # -- export ---------------------------------------------------------------------------------------------------
     def export_modules(self) -> dict[str, nn.Module]:

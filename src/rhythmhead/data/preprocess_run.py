@@ -1,0 +1,251 @@
+"""Preprocessing many videos into a clip store: discovery, worker processes, sharding, idempotence, manifest.
+
+:func:`preprocess_store` is what ``rhythmhead preprocess`` and the preprocessing benchmark call:
+
+* inputs are files or folders (searched recursively for videos); a missing input, a folder without videos, or a named
+  file that is not a readable video raises InputError before anything is written;
+* ``shard=(i, n)`` keeps every n-th video of the sorted list starting at i, so n machines can share one store;
+* a clip is finished when its ``.done`` marker exists (it holds the manifest record); finished clips are skipped, so a
+  killed run resumes where it stopped, and partial clip folders are redone;
+* failures (no face, corrupt data, …) are appended to ``STORE/failed.jsonl`` with the reason and do not stop the run;
+* ``manifest.jsonl`` is rebuilt from the ``.done`` markers (atomically) during and at the end of the run;
+* with ``workers > 1`` clips run in ``spawn`` worker processes, each with its own MediaPipe tracker.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import InputError
+from .layouts import VIDEO_SUFFIXES, assign_ids
+from .store import FAILED, finished_records, write_manifest
+
+__all__ = ["find_videos", "preprocess_store", "RunSummary", "load_speaker_map"]
+
+MANIFEST_EVERY_S = 30.0
+
+
+def _is_under(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def find_videos(inputs: Sequence[str | Path], exclude: str | Path | None = None) -> list[Path]:
+    """Videos named by ``inputs`` (files, or folders searched recursively), sorted and de-duplicated.
+
+    Raises:
+        InputError: a missing input, a folder with no videos, or a named file that is not a readable video.
+    """
+    from ..media.io import probe
+
+    if not inputs:
+        raise InputError("no input videos or folders given")
+    exclude = Path(exclude) if exclude is not None else None
+    found: dict[Path, Path] = {}
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise InputError("does not exist", p)
+        if p.is_dir():
+            videos = [v for v in p.rglob("*") if v.is_file() and v.suffix.lower() in VIDEO_SUFFIXES
+                      and not any(part.startswith(".") for part in v.relative_to(p).parts) and not _is_under(v, exclude)]
+            if not videos:
+                raise InputError(f"has no videos (looked for {', '.join(VIDEO_SUFFIXES)} recursively)", p)
+        else:
+            info = probe(p)  # InputError for unreadable/corrupt files
+            if getattr(info, "is_image", False) or not info.has_video:
+                what = "a still image" if getattr(info, "is_image", False) else "audio only"
+                raise InputError(f"is not a video ({what}); preprocess takes talking-face videos", p)
+            videos = [p]
+        for v in videos:
+            found.setdefault(v.resolve(), v)
+    return [found[k] for k in sorted(found)]
+
+
+def load_speaker_map(path: str | Path | None) -> dict[str, str]:
+    """A JSON object ``{clip id or file stem: speaker}`` (None → empty)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"unreadable speaker map ({exc})", path) from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()):
+        raise InputError("speaker map must be a JSON object of clip id (or file stem) -> speaker name", path)
+    return data
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a preprocessing run did.
+
+    Args:
+        ok: clips preprocessed now.
+        failed: clips that failed now (see failed.jsonl).
+        skipped: clips already finished before the run.
+        frames: 25 fps frames written by this run.
+        seconds: wall time of the run.
+        store: the store folder.
+        total: finished clips in the store after the run.
+    """
+
+    ok: int
+    failed: int
+    skipped: int
+    frames: int
+    seconds: float
+    store: Path
+    total: int
+
+    @property
+    def fps(self) -> float:
+        """Frames written per second of wall time."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        """One summary line for the terminal."""
+        return (f"preprocess: {self.ok} ok, {self.failed} failed, {self.skipped} already done; {self.frames} frames in "
+                f"{self.seconds:.1f} s ({self.fps:.1f} frames/s); {self.total} clips in {self.store}")
+
+
+# -- worker side -------------------------------------------------------------------------------------------------------
+_TRACKER = None
+_CROP_MODE = "smooth"
+
+
+def _init_worker(crop_mode: str) -> None:
+    global _TRACKER, _CROP_MODE
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from ..face.track import FaceTracker
+
+    _TRACKER = FaceTracker()
+    _CROP_MODE = crop_mode
+
+
+def _work(task: tuple[str, str, str, str]) -> dict:
+    """Preprocess one clip in a worker: returns ``{"status", "record"|"reason", "warnings", "source", "id"}``."""
+    from .preprocess import preprocess_clip
+
+    src, out, clip_id, speaker = task
+    if _TRACKER is None:
+        _init_worker(_CROP_MODE)
+    result = {"source": src, "id": clip_id}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result["record"] = preprocess_clip(src, out, clip_id, speaker, tracker=_TRACKER, crop_mode=_CROP_MODE)
+            result["status"] = "ok"
+        except InputError as exc:
+            result.update(status="failed", reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad clip must not stop a long run; the reason is recorded
+            result.update(status="failed", reason=f"{type(exc).__name__}: {exc}".replace("\n", " "))
+    result["warnings"] = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    return result
+
+
+# -- driver ------------------------------------------------------------------------------------------------------------
+def _plan(videos: list[Path], done: dict[str, dict], speaker_map: dict[str, str]) -> tuple[list[tuple], int]:
+    """Tasks ``(src, clip_id, speaker)`` still to do, and how many videos are already finished."""
+    tasks, skipped = [], 0
+    taken = set(done)
+    sources = {r["source"]: r["id"] for r in done.values()}
+    for path, cid, speaker in assign_ids(videos):
+        speaker = speaker_map.get(cid, speaker_map.get(path.stem, speaker))
+        src = str(path.resolve())
+        if src in sources:
+            skipped += 1
+            continue
+        unique, n = cid, 1
+        while unique in taken:  # an id finished earlier from another source
+            n += 1
+            unique = f"{cid}_{n}"
+        taken.add(unique)
+        tasks.append((src, unique, speaker))
+    return tasks, skipped
+
+
+def preprocess_store(inputs: Sequence[str | Path], out: str | Path, workers: int = 1, shard: tuple[int, int] = (0, 1),
+                     crop_mode: str = "smooth", speaker_map: dict[str, str] | None = None, progress: bool = True,
+                     log: Callable[[str], None] | None = None) -> RunSummary:
+    """Preprocess every video under ``inputs`` into the store ``out`` (see the module docstring).
+
+    Args:
+        inputs: video files and/or folders.
+        out: the store folder (created).
+        workers: worker processes (1: in this process).
+        shard: ``(i, n)``: this run takes videos i, i+n, i+2n, … of the sorted list.
+        crop_mode: ``"smooth"`` or ``"fixed"`` crop position.
+        speaker_map: ``{clip id or file stem: speaker}`` overriding the layout's speaker.
+        progress: show a tqdm progress bar.
+        log: where warnings and failures are printed (default: tqdm.write).
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"--shard must be I/N with 0 <= I < N, got {i}/{n}")
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", out)
+    videos = find_videos(inputs, exclude=out)[i::n]
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    tasks, skipped = _plan(videos, {r["id"]: r for r in finished_records(out)}, speaker_map or {})
+    log = log or tqdm.write
+    ok = failed = frames = 0
+    last_manifest = time.perf_counter()
+    bar = tqdm(total=len(tasks), unit="clip", disable=not progress, dynamic_ncols=True, desc="preprocess")
+    jobs = [(src, str(out), cid, spk) for src, cid, spk in tasks]
+    pool = None
+    try:
+        if not jobs:
+            results = iter(())
+        elif workers > 1 and len(jobs) > 1:
+            pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
+                                                             initargs=(crop_mode,))
+            results = pool.imap_unordered(_work, jobs)
+        else:
+            _init_worker(crop_mode)
+            results = map(_work, jobs)
+        for res in results:
+            for w in res["warnings"]:
+                log(f"warning: {w}")
+            if res["status"] == "ok":
+                ok += 1
+                frames += res["record"]["frames"]
+            else:
+                failed += 1
+                log(f"failed: {res['reason']}")
+                entry = {"source": res["source"], "id": res["id"], "reason": res["reason"],
+                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                with open(out / FAILED, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+            bar.update(1)
+            bar.set_postfix(ok=ok, failed=failed, fps=f"{frames / max(time.perf_counter() - start, 1e-9):.1f}")
+            if time.perf_counter() - last_manifest > MANIFEST_EVERY_S:
+                write_manifest(out, finished_records(out))
+                last_manifest = time.perf_counter()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        records = finished_records(out)
+        write_manifest(out, records)
+    return RunSummary(ok=ok, failed=failed, skipped=skipped, frames=frames, seconds=time.perf_counter() - start,
+                      store=out, total=len(records))

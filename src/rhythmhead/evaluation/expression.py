@@ -1,0 +1,171 @@
+"""``rhythmhead evaluate expression``: Ψ against simple baselines on held-out speakers.
+
+Protocol (self-reenactment, DESIGN.md §5): for every validation clip the first 25 % of the frames (at least
+min(64, T/2)) are the reference: the identity offset and the reference code come from its closed-mouth frame. For
+every later frame Ψ predicts the PCA code from the audio window; the code is decoded to frontal landmarks (+ identity
+offset), posed by the frame's *real* pose (``apply_pose``), and compared in x,y with the tracked landmarks of the 256² crop:
+
+* LMD, mouth (points 48–67) and all 68, in pixels (:func:`rhythmhead.evaluation.metrics.lmd`);
+* lip-sync proxy: Pearson correlation, per clip, of the mouth opening (mean inner-lip gap of the frontal landmarks,
+  :func:`rhythmhead.data.pca.open_rate`) with the speech RMS envelope of the frame, at lag 0; NaN for a constant mouth.
+
+Baselines on the same frames: ``mean_expression`` (the PCA mean, code 0, + the identity offset), ``reference_held`` (the
+reference's closed-mouth frontal landmarks held), and the ceiling ``pca_reconstruction`` (the real frontal landmarks
+through the PCA: the best any code can do). ``real`` gives the real landmarks' lip-sync correlation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+TABLE_COLUMNS = ("lmd_mouth_px", "lmd_all_px", "mouth_env_corr")
+
+
+@dataclass
+class LoadedExpression:
+    """An expression export ready to run: network (eval mode), its PCA and the training config dict."""
+
+    net: torch.nn.Module
+    pca: object
+    config: dict
+
+
+def load_expression(path: str | Path, device: str | torch.device = "cpu") -> LoadedExpression:
+    """Load ``RUN`` / ``RUN/export/expression.safetensors`` into Ψ + its :class:`~rhythmhead.data.pca.ExpressionPCA`."""
+    from ..data.pca import ExpressionPCA
+    from ..models.checkpoint import load_export
+    from ..models.expression import ExpressionLearner
+
+    export = load_export(path, stage="expression", device=device)
+    if "expression" not in export.state_dicts:
+        raise InputError("expression export lacks the network", path)
+    pca = ExpressionPCA.from_arrays({k[4:]: v for k, v in export.extra.items() if k.startswith("pca_")}, path)
+    net = ExpressionLearner(**export.config["model"]).to(device)
+    try:
+        net.load_state_dict(export.state_dicts["expression"])
+    except RuntimeError as exc:
+        raise InputError(f"weights do not match the exported config ({str(exc).splitlines()[0][:120]})", path) from None
+    return LoadedExpression(net.eval(), pca, export.config)
+
+
+def reference_frames(n_frames: int) -> int:
+    """Frames of a clip used as the reference: 25 % of the clip, at least min(64, T/2)."""
+    return max(math.ceil(0.25 * n_frames), min(64, n_frames // 2))
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 3 or np.ptp(a) < 1e-6 or np.ptp(b) < 1e-9:  # a constant sequence has no correlation
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = float(np.corrcoef(a, b)[0, 1])
+    return r if math.isfinite(r) else float("nan")
+
+
+@torch.no_grad()
+def predict_codes(net: torch.nn.Module, windows: np.ndarray, ref_code: np.ndarray, device: str = "cpu",
+                  chunk: int = 256) -> np.ndarray:
+    """Ψ on every frame: windows ``(N, 7, S)`` + reference code ``(n,)`` → codes ``(N, n)``."""
+    out = []
+    ref = torch.as_tensor(ref_code, dtype=torch.float32, device=device)
+    for i in range(0, len(windows), chunk):
+        audio = torch.from_numpy(windows[i: i + chunk].reshape(min(chunk, len(windows) - i), -1)).to(device)
+        out.append(net(audio, ref.expand(len(audio), -1)).cpu().numpy())
+    return np.concatenate(out)
+
+
+def evaluate_expression(data: str | Path, models: str | Path, split: str = "val", device: str = "cpu") \
+        -> tuple[dict, dict]:
+    """Run the protocol of the module docstring; returns ``(settings, methods)`` for the report."""
+    from ..audio.windows import envelope
+    from ..data.pca import closed_mouth_frame, open_rate
+    from ..geometry.pose import apply_pose
+    from ..training.learner_data import load_clips, split_ids
+    from .metrics import lmd
+    from .motion import mean_rows
+
+    loaded = load_expression(models, device)
+    pca, model_cfg, data_cfg = loaded.pca, loaded.config["model"], loaded.config["data"]
+    rate, fps = int(model_cfg["audio_rate"]), int(model_cfg["fps"])
+    train_ids, val_ids = split_ids(data, data_cfg["val_fraction"], data_cfg["split_seed"])
+    clips = load_clips(data, val_ids if split == "val" else train_ids + val_ids, rate, fps)
+    if not clips:
+        raise InputError(f"no {split} clips with audio to evaluate on", data)
+
+    rows: dict[str, list[dict[str, float]]] = {
+        k: [] for k in ("model", "mean_expression", "reference_held", "pca_reconstruction", "real")}
+    n_test = 0
+    for clip in clips:
+        n_ref = reference_frames(clip.n_frames)
+        if clip.n_frames - n_ref < 3:
+            continue
+        ref_frontal = clip.frontal[:n_ref]
+        offset = pca.identity_offset(ref_frontal)
+        ref_code = pca.reference_code(ref_frontal, keep_identity=data_cfg.get("reference_keeps_identity", True))
+        test = slice(n_ref, clip.n_frames)
+        n = clip.n_frames - n_ref
+        real_frontal = clip.frontal[test]
+        frontals = {
+            "model": pca.decode(predict_codes(loaded.net, clip.windows[test], ref_code, device), offset),
+            "mean_expression": np.repeat(pca.decode(np.zeros(pca.n_components, np.float32), offset)[None], n, 0),
+            "reference_held": np.repeat(ref_frontal[closed_mouth_frame(ref_frontal)][None], n, 0),
+            "pca_reconstruction": pca.decode(pca.encode(real_frontal, offset), offset),
+            "real": real_frontal,
+        }
+        pose = torch.from_numpy(clip.pose[test]).double()
+        env = envelope(clip.wave, rate, clip.n_frames, fps)[test]
+        real_xy = clip.landmarks[test, :, :2]
+        for name, frontal in frontals.items():
+            posed = apply_pose(torch.from_numpy(np.asarray(frontal, np.float64)), pose).numpy()
+            rows[name].append({"lmd_mouth_px": lmd(posed, real_xy, "mouth"), "lmd_all_px": lmd(posed, real_xy, "all"),
+                               "mouth_env_corr": _corr(open_rate(frontal), env)})
+        n_test += n
+    if not n_test:
+        raise InputError(f"the {split} clips are too short to evaluate", data)
+    methods = {name: mean_rows(rs) for name, rs in rows.items()}
+    settings = {
+        "store": str(data), "models": str(models), "split": split, "clips": [c.clip_id for c in clips],
+        "test_frames": n_test, "averaging": "mean over clips of per-clip means",
+        "reference": "first 25 % of each clip (at least min(64, T/2) frames); identity offset and reference code from "
+                     "its closed-mouth frame",
+        "posing": "decoded frontal landmarks posed by the real pose of each frame (apply_pose), x,y compared",
+        "units": "pixels of the 256² crop",
+        "lip_sync_proxy": "Pearson r per clip between the inner-lip opening and the frame's RMS speech envelope, lag 0",
+        "pca_components": pca.n_components,
+        "baselines": {"mean_expression": "PCA mean code + identity offset",
+                      "reference_held": "the reference's closed-mouth frame held",
+                      "pca_reconstruction": "real landmarks through the PCA (ceiling)",
+                      "real": "the tracked landmarks (LMD 0)"},
+    }
+    return settings, methods
+
+
+@click.command("expression")
+@click.option("--data", required=True, type=click.Path(file_okay=False), metavar="STORE", help="Clip store.")
+@click.option("--models", required=True, type=click.Path(), metavar="RUN",
+              help="Training run folder or expression export (.safetensors).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="REPORT.json", help="Report file.")
+@click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True,
+              help="Held-out speakers of the training split, or every clip.")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+def command(data: str, models: str, out: str, split: str, device: str) -> None:
+    """Evaluate the expression learner Ψ on held-out speakers against mean / held-reference baselines.
+
+    \b
+    Example:
+      rhythmhead evaluate expression --data /work/store --models runs/expression --out expression_report.json
+    """
+    from .report import format_table, write_report
+
+    settings, methods = evaluate_expression(data, models, split, device)
+    click.echo(f"{len(settings['clips'])} clips, {settings['test_frames']} test frames")
+    click.echo(format_table({m: {k: v[k] for k in TABLE_COLUMNS} for m, v in methods.items()}))
+    write_report(out, "expression", settings, methods)
+    click.echo(f"wrote {out}")

@@ -1,0 +1,234 @@
+"""The reference's textured face mesh and its 3-D-aware render at any head pose (REFERENCE.md §4, DESIGN.md §2).
+
+Built once per reference from its key frame ``t_M`` (the most frontal frame):
+
+- **Geometry:** MediaPipe's 468 face vertices (the 10 iris points dropped) with the 898 triangles of
+  :func:`rhythmhead.face.tessellation.face_triangles` (eyes and mouth closed), moved to the canonical frontal space by
+  removing the key frame's pose, ``frontalize = R·p + t`` — as the paper's affine alignment of the PRNet mesh to the
+  frontal landmarks, but exact because the mesh *is* the tracked geometry.
+- **Ring (optional, on by default):** for each scale ``s`` in ``ring_scales`` a ring of vertices is added around the face
+  oval (the mesh's 36-vertex outer boundary), at ``c + s·(v − c)`` in the key-frame image (``c`` = the oval's centroid,
+  clipped to the image), at the depth of the oval vertex it extends, and stitched to the previous ring by a quad strip.
+  The ring carries the hair, ears and jaw-line surroundings rigidly with the head, so the render covers more of the head
+  than the bare face mask (the paper's PRNet mesh also reaches to the forehead and ears). ``ring_scales=()`` disables it.
+- **Texture:** the key frame itself, sampled *per pixel*: ``uv`` are the vertices' pixel positions in the key frame, so a
+  render pixel looks up the key frame at the barycentric interpolation of its triangle's uv (piecewise-affine warp,
+  bilinear sampling) — sharp, unlike the paper's per-vertex colours.
+
+``render_textured(mesh, pose)`` poses the canonical vertices with ``apply_pose`` (``Rᵀ(x − t)``), z-buffers them with
+:func:`rhythmhead.geometry.raster.rasterize` (orthographic, smaller z nearer) and returns the image with a black
+background and the coverage mask.
+
+:func:`unproject` is the caller-friendly "image → 468 vertices" entry point with two backends: ``mediapipe`` (the face
+tracker) and ``network`` (the PRNet-style :class:`rhythmhead.models.unprojection.UnprojectionNet`, its position map
+sampled at the UV coordinates of :mod:`rhythmhead.geometry.uv`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .pose import apply_pose, frontalize
+from .raster import rasterize_sparse
+
+NUM_FACE_VERTICES = 468
+
+
+@dataclass(eq=False)
+class TexturedMesh:
+    """A reference's face mesh in the canonical frontal space with its key-frame texture.
+
+    Attributes:
+        vertices: ``(V, 3)`` float32 canonical frontal positions (key-frame pose removed), pixels.
+        triangles: ``(F, 3)`` int64 vertex indices (the 898 face triangles first, ring triangles after).
+        uv: ``(V, 2)`` float32 pixel positions of the vertices in ``texture`` (x, y; pixel-centre convention of raster).
+        texture: ``(H, W, 3)`` uint8 RGB key frame.
+        key_pose: ``(6,)`` float32 the key frame's pose (rendering at it reproduces the key frame).
+        num_face_vertices: the first ``num_face_vertices`` vertices are MediaPipe's (468); the rest are ring vertices.
+    """
+
+    vertices: torch.Tensor
+    triangles: torch.Tensor
+    uv: torch.Tensor
+    texture: torch.Tensor
+    key_pose: torch.Tensor
+    num_face_vertices: int = NUM_FACE_VERTICES
+
+    def to(self, device: torch.device | str) -> "TexturedMesh":
+        """A copy on ``device``."""
+        return TexturedMesh(self.vertices.to(device), self.triangles.to(device), self.uv.to(device),
+                            self.texture.to(device), self.key_pose.to(device), self.num_face_vertices)
+
+
+@lru_cache(maxsize=1)
+def _topology() -> tuple[np.ndarray, np.ndarray]:
+    """Face triangles ``(898,3)`` and the ordered outer boundary loop (the face oval) of the 468-vertex mesh."""
+    from ..face.tessellation import boundary_loops, face_triangles  # package data, read once
+
+    tris = face_triangles()
+    loops = boundary_loops(tris)
+    outline = max(loops, key=len)
+    return np.asarray(tris, np.int64), np.asarray(outline, np.int64)
+
+
+def face_triangles_tensor(device: torch.device | str | None = None) -> torch.Tensor:
+    """The 898 face triangles as an int64 tensor (for :func:`rhythmhead.geometry.flow.mesh_flow` on 468-vertex meshes)."""
+    return torch.from_numpy(_topology()[0].copy()).to(device or "cpu")
+
+
+def _as_tensor(x, dtype=None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    return t if dtype is None else t.to(dtype)
+
+
+def add_rings(points: torch.Tensor, size_hw: tuple[int, int], ring_scales: tuple[float, ...] = (1.25,)
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ring vertices around the face oval of a 468-vertex image-space mesh, and the triangles stitching them.
+
+    Args:
+        points: ``(468, 3)`` key-frame image positions (pixels).
+        size_hw: image ``(H, W)``; ring points are clipped to ``[0, W] × [0, H]``.
+        ring_scales: increasing scales (> 1) of the rings about the oval's centroid.
+    Returns:
+        ``ring (R·L, 3)`` points (L = 36 oval vertices per ring) and ``triangles (2·R·L, 3)`` indexing the concatenation
+        ``[points; ring]``.
+    """
+    tris, outline = _topology()
+    n_loop = len(outline)
+    oval = points[torch.from_numpy(outline).to(points.device)]  # (L,3)
+    centre = oval[:, :2].mean(0)
+    h, w = size_hw
+    rings, faces = [], []
+    prev_idx = torch.from_numpy(outline)
+    base = points.shape[0]
+    k = torch.arange(n_loop)
+    for r, s in enumerate(ring_scales):
+        xy = centre + s * (oval[:, :2] - centre)
+        xy = torch.stack([xy[:, 0].clamp(0, w), xy[:, 1].clamp(0, h)], -1)
+        rings.append(torch.cat([xy, oval[:, 2:]], -1))
+        cur_idx = base + r * n_loop + k
+        a, b = prev_idx, prev_idx[(k + 1) % n_loop]
+        c, d = cur_idx, cur_idx[(k + 1) % n_loop]
+        faces += [torch.stack([a, b, d], -1), torch.stack([a, d, c], -1)]
+        prev_idx = cur_idx
+    if not rings:
+        return points.new_zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
+    return torch.cat(rings), torch.cat(faces)
+
+
+def build_textured_mesh(image, mesh478, pose, *, ring_scales: tuple[float, ...] = (1.25,)) -> TexturedMesh:
+    """The textured mesh of a reference key frame.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB key frame (numpy or torch).
+        mesh478: ``(478, 3)`` (or ``(468, 3)``) MediaPipe points of that frame, in its pixels.
+        pose: ``(6,)`` the frame's pose (``frontal = R·p + t``).
+        ring_scales: rings added around the face oval (see the module docstring); ``()`` for the bare face.
+    Returns:
+        :class:`TexturedMesh` on the CPU (float32 geometry).
+    """
+    tex = _as_tensor(image)
+    if tex.ndim != 3 or tex.shape[2] != 3 or tex.dtype != torch.uint8:
+        raise ValueError(f"image: expected (H, W, 3) uint8, got {tuple(tex.shape)} {tex.dtype}")
+    pts = _as_tensor(mesh478, torch.float32)
+    if pts.ndim != 2 or pts.shape[0] < NUM_FACE_VERTICES or pts.shape[1] != 3:
+        raise ValueError(f"mesh478: expected (478, 3) or (468, 3), got {tuple(pts.shape)}")
+    pts = pts[:NUM_FACE_VERTICES]
+    pose_t = _as_tensor(pose, torch.float32).reshape(6)
+    tris = torch.from_numpy(_topology()[0].copy())
+    ring, ring_tris = add_rings(pts, (tex.shape[0], tex.shape[1]), tuple(ring_scales))
+    image_pts = torch.cat([pts, ring])
+    return TexturedMesh(
+        vertices=frontalize(image_pts, pose_t).contiguous(),
+        triangles=torch.cat([tris, ring_tris]).contiguous(),
+        uv=image_pts[:, :2].contiguous(),
+        texture=tex.contiguous(),
+        key_pose=pose_t,
+        num_face_vertices=NUM_FACE_VERTICES,
+    )
+
+
+def sample_texture(texture: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of ``texture (H, W, 3)`` uint8 at pixel ``positions (..., 2)`` → ``(..., 3)`` float32 in 0..255."""
+    h, w = texture.shape[:2]
+    tex = texture.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+    scale = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float32, device=texture.device)
+    grid = (positions.to(torch.float32) * scale - 1.0).reshape(1, -1, 1, 2)
+    out = F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=False)  # (1,3,N,1)
+    return out[0, :, :, 0].T.reshape(*positions.shape[:-1], 3)
+
+
+def render_textured(mesh: TexturedMesh, pose, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render the textured mesh at ``pose`` (orthographic, z-buffered, black background).
+
+    Args:
+        mesh: from :func:`build_textured_mesh`.
+        pose: ``(6,)`` or ``(T, 6)`` target pose(s) (``Rᵀ(x − t)`` poses the canonical vertices).
+        size: output side in pixels (the pose's pixel units; 256 for the paper crop).
+    Returns:
+        ``image (H, W, 3)`` or ``(T, H, W, 3)`` uint8 and ``mask`` ``(H, W)`` / ``(T, H, W)`` bool (covered pixels).
+    """
+    pose_t = _as_tensor(pose, torch.float32).to(mesh.vertices.device)
+    batched = pose_t.ndim == 2
+    poses = pose_t.reshape(-1, 6)
+    posed = apply_pose(mesh.vertices, poses)  # (T,V,3)
+    images, masks = [], []
+    for verts in posed:
+        pixel, face, bary = rasterize_sparse(verts, mesh.triangles, size)
+        img = torch.zeros(size * size, 3, dtype=torch.uint8, device=verts.device)
+        mask = torch.zeros(size * size, dtype=torch.bool, device=verts.device)
+        if len(pixel):
+            uv = (mesh.uv[mesh.triangles.index_select(0, face)] * bary.unsqueeze(-1)).sum(1)  # (M,2)
+            img[pixel] = sample_texture(mesh.texture, uv).round().clamp(0, 255).to(torch.uint8)
+            mask[pixel] = True
+        images.append(img.view(size, size, 3))
+        masks.append(mask.view(size, size))
+    image, mask = torch.stack(images), torch.stack(masks)
+    return (image, mask) if batched else (image[0], mask[0])
+
+
+def unproject(image, backend: str = "mediapipe", model=None) -> np.ndarray:
+    """Dense 3-D face of an image: ``(468, 3)`` float32 vertices in its pixels (x right, y down, z away from camera).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB face crop (square for the network backend, ideally the 256² paper crop).
+        backend: ``"mediapipe"`` (the face tracker) or ``"network"`` (the trained unprojection network).
+        model: for ``"network"``, an :class:`rhythmhead.models.unprojection.UnprojectionNet` (eval mode).
+    Raises:
+        InputError: no face (mediapipe), or no model / wrong image size (network).
+    """
+    from ..errors import InputError
+
+    rgb = np.ascontiguousarray(image.numpy() if isinstance(image, torch.Tensor) else image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise InputError(f"unproject expects an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+    if backend == "mediapipe":
+        from ..face.landmarks import FaceMesher  # the tracker lives in face/; imported only for this backend
+
+        with FaceMesher(static_image_mode=True) as mesher:
+            pts = mesher(rgb)
+        if pts is None:
+            raise InputError("no face found in the image (mediapipe unprojector)")
+        return pts[:NUM_FACE_VERTICES].astype(np.float32)
+    if backend == "network":
+        if model is None:
+            raise InputError("the network unprojector needs a trained model (--models RUN)")
+        from .uv import denormalize_positions, face_uv, sample_vertices
+
+        h, w = rgb.shape[:2]
+        if h != w:
+            raise InputError(f"the network unprojector expects a square face crop, got {w}x{h}")
+        param = next(model.parameters())
+        x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).to(param.device, param.dtype)
+        size = int(getattr(model, "image_size", w))
+        if size != w:  # positions are normalised by the image side, so any crop size maps back to its own pixels
+            x = F.interpolate(x, size=(size, size), mode="area" if size < w else "bilinear")
+        with torch.no_grad():
+            pos_map = model(x / 127.5 - 1.0)[0].permute(1, 2, 0)  # (S,S,3) normalised
+        verts = sample_vertices(denormalize_positions(pos_map, w), face_uv().to(pos_map.device))
+        return verts.float().cpu().numpy()
+    raise InputError(f"unknown unprojector {backend!r} (choose mediapipe or network)")

@@ -1,0 +1,321 @@
+"""The models folder ("bundle") that inference loads: one export per stage plus the default motion style.
+
+Layout of a bundle folder (``rhythmhead/models_bundled/`` inside the package by default, or ``--models DIR``)::
+
+    motion.safetensors      + motion.json        Φ, the head-motion learner (+ pose_mean / pose_std extras)
+    expression.safetensors  + expression.json    Ψ, the expression learner (+ its expression PCA as pca_* extras)
+    generator.safetensors   + generator.json     G and D (D is used only by test-time fine-tuning)
+    unprojection.safetensors + .json             optional: the PRNet-style unprojection network
+    generator_<ablation>.safetensors + .json     optional: ablated generators, scored by `rhythmhead evaluate end2end`
+    motion_style.npz                             optional: the default motion style for photo references
+
+``motion_style.npz`` holds Φ's extrapolating layer averaged over a clip store — ``weight (F, 6)``, ``bias (6,)`` in
+normalised pose units — and ``anchor_pose (6,)``, the mean raw pose of the clips it was computed on, so that poses
+extrapolated with the style can be moved onto a photo's own pose (see :mod:`rhythmhead.inference.reference`).
+
+A bundle may also hold one sub-folder per preset (``fast/``, ``paper/``); :func:`resolve_models_dir` picks it.
+Every file is an export written by :func:`rhythmhead.models.checkpoint.save_export`; nothing is pickled.
+:func:`check_bundle` reads only the headers (fast, before any model is built) so the CLI can fail early on a missing,
+corrupt or wrong-stage checkpoint; :func:`load_bundle` builds the networks.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+REQUIRED = ("motion", "expression", "generator")
+OPTIONAL = ("unprojection",)
+STYLE_FILE = "motion_style.npz"
+ABLATION_PREFIX = "generator_"
+
+
+def default_models_dir() -> Path:
+    """The bundle shipped inside the package: ``rhythmhead/models_bundled``."""
+    return Path(str(resources.files("rhythmhead") / "models_bundled"))
+
+
+def resolve_models_dir(models_dir: str | Path | None = None, preset: str | None = None) -> Path:
+    """The folder to load: ``models_dir`` (default: the packaged bundle), or its ``<preset>/`` sub-folder if present."""
+    root = Path(models_dir) if models_dir is not None else default_models_dir()
+    if not root.is_dir():
+        if models_dir is None:
+            raise InputError("no bundled models in this install; pass --models DIR (a folder made by "
+                             "tools/make_bundle.py)", root)
+        raise InputError("models folder not found", root)
+    if preset and (root / preset).is_dir() and (root / preset / "generator.safetensors").is_file():
+        return root / preset
+    return root
+
+
+def _header(path: Path) -> dict[str, Any]:
+    """The rhythmhead meta of an export, reading only the safetensors header."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"not a readable safetensors checkpoint ({str(exc).splitlines()[0][:100]})", path) from None
+    if "rhythmhead" not in header:
+        raise InputError("not a rhythmhead export (no rhythmhead metadata)", path)
+    try:
+        return json.loads(header["rhythmhead"])
+    except json.JSONDecodeError:
+        raise InputError("damaged rhythmhead metadata", path) from None
+
+
+def _check_stage(path: Path, stage: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"the models folder has no {stage} checkpoint ({path.name})", path.parent)
+    meta = _header(path)
+    if meta.get("stage") != stage:
+        raise InputError(f"is a '{meta.get('stage', '?')}' checkpoint, expected '{stage}'", path)
+    return meta
+
+
+def ablation_paths(models_dir: Path) -> dict[str, Path]:
+    """``generator_<name>.safetensors`` files of the bundle → ``{name: path}``."""
+    return {p.stem[len(ABLATION_PREFIX):]: p for p in sorted(models_dir.glob(f"{ABLATION_PREFIX}*.safetensors"))}
+
+
+def check_bundle(models_dir: Path) -> dict[str, dict[str, Any]]:
+    """Check a bundle from its headers only: every required export present, readable, of the right stage.
+
+    Returns ``{stage: meta}`` for the exports found (optional ones included).
+
+    Raises:
+        InputError: a missing, corrupt or wrong-stage checkpoint, or a damaged motion style file.
+    """
+    metas = {stage: _check_stage(models_dir / f"{stage}.safetensors", stage) for stage in REQUIRED}
+    for stage in OPTIONAL:
+        if (models_dir / f"{stage}.safetensors").exists():
+            metas[stage] = _check_stage(models_dir / f"{stage}.safetensors", stage)
+    for name, path in ablation_paths(models_dir).items():
+        metas[f"{ABLATION_PREFIX}{name}"] = _check_stage(path, "generator")
+    if (models_dir / STYLE_FILE).exists():
+        load_style(models_dir / STYLE_FILE)
+    return metas
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# motion style
+
+
+@dataclass(frozen=True)
+class MotionStyle:
+    """Φ's extrapolating layer for one speaking style: ``pose_norm = features · weight + bias``.
+
+    Attributes:
+        weight: ``(F, 6)`` float32 (F = Φ's ``feature_dim``), normalised pose units.
+        bias: ``(6,)`` float32.
+        anchor_pose: ``(6,)`` float32 raw mean pose of the clip(s) the style comes from (rad, px).
+        source: where it came from (for messages and reports).
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    anchor_pose: np.ndarray
+    source: str = ""
+
+
+def save_style(path: str | Path, style: MotionStyle, **info: Any) -> Path:
+    """Write ``motion_style.npz`` atomically (``info`` is stored as a JSON string ``info``)."""
+    from ..media.io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, weight=style.weight.astype(np.float32), bias=style.bias.astype(np.float32),
+                     anchor_pose=style.anchor_pose.astype(np.float32),
+                     info=np.array(json.dumps({"source": style.source, **info}, default=str)))
+    return path
+
+
+def load_style(path: str | Path) -> MotionStyle:
+    """Read a ``motion_style.npz`` (InputError naming the file when it is missing or damaged)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("motion style file not found", path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            weight, bias, anchor = (np.asarray(data[k], np.float32) for k in ("weight", "bias", "anchor_pose"))
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"not a motion style file ({str(exc).splitlines()[0][:80]})", path) from None
+    if weight.ndim != 2 or weight.shape[1] != 6 or bias.shape != (6,) or anchor.shape != (6,):
+        raise InputError(f"motion style arrays have wrong shapes (weight {weight.shape}, bias {bias.shape})", path)
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all() and np.isfinite(anchor).all()):
+        raise InputError("motion style holds NaN or inf", path)
+    return MotionStyle(weight, bias, anchor, str(path))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass
+class MotionModel:
+    """Φ ready to run: network (eval), pose normalisation, reference settings."""
+
+    net: torch.nn.Module
+    pose_mean: np.ndarray
+    pose_std: np.ndarray
+    audio_rate: int
+    fps: int
+    smooth_taps: int
+    tau: int
+    config: dict
+
+
+@dataclass
+class ExpressionModel:
+    """Ψ ready to run: network (eval), its expression PCA, reference settings."""
+
+    net: torch.nn.Module
+    pca: Any
+    audio_rate: int
+    fps: int
+    keep_identity: bool
+    config: dict
+
+
+@dataclass
+class GeneratorModel:
+    """G (eval) and, for fine-tuning, D; the image size and mouth-box margin G was trained with."""
+
+    net: torch.nn.Module
+    disc: torch.nn.Module | None
+    image_size: int
+    mouth_margin: float
+    config: dict
+    path: Path | None = None
+
+
+@dataclass
+class Bundle:
+    """Every network inference needs, loaded once."""
+
+    root: Path
+    motion: MotionModel
+    expression: ExpressionModel
+    generator: GeneratorModel
+    unprojection: torch.nn.Module | None = None
+    style: MotionStyle | None = None
+    ablations: dict[str, Path] = field(default_factory=dict)
+
+
+def _load_state(module: torch.nn.Module, state: dict | None, path: Path, name: str) -> torch.nn.Module:
+    if state is None:
+        raise InputError(f"export lacks the '{name}' network", path)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"weights do not match the exported config ({str(exc).splitlines()[0][:120]})", path) from None
+    return module
+
+
+def _build(cls, kwargs: dict, path: Path):
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"exported config does not build {cls.__name__} ({exc})", path) from None
+
+
+def load_motion(path: Path, device: str | torch.device = "cpu") -> MotionModel:
+    """Φ from ``motion.safetensors``."""
+    from ..models.checkpoint import load_export
+    from ..models.motion import HeadMotionLearner
+
+    export = load_export(path, stage="motion", device="cpu")
+    if not {"pose_mean", "pose_std"} <= set(export.extra):
+        raise InputError("motion export lacks the pose statistics (pose_mean, pose_std)", path)
+    model_cfg = export.config.get("model", {})
+    net = _load_state(_build(HeadMotionLearner, model_cfg, path), export.state_dicts.get("motion"), path, "motion")
+    data = export.config.get("data", {})
+    return MotionModel(net.to(device).eval(), export.extra["pose_mean"].numpy().astype(np.float32),
+                       np.maximum(export.extra["pose_std"].numpy().astype(np.float32), 1e-6),
+                       int(model_cfg.get("audio_rate", 16000)), int(model_cfg.get("fps", 25)),
+                       int(data.get("smooth_taps", 11)), int(data.get("val_tau", 64)), export.config)
+
+
+def load_expression(path: Path, device: str | torch.device = "cpu") -> ExpressionModel:
+    """Ψ and its PCA from ``expression.safetensors``."""
+    from ..data.pca import ExpressionPCA
+    from ..models.checkpoint import load_export
+    from ..models.expression import ExpressionLearner
+
+    export = load_export(path, stage="expression", device="cpu")
+    pca = ExpressionPCA.from_arrays({k[4:]: v for k, v in export.extra.items() if k.startswith("pca_")}, path)
+    model_cfg = export.config.get("model", {})
+    net = _load_state(_build(ExpressionLearner, model_cfg, path), export.state_dicts.get("expression"), path,
+                      "expression")
+    if net.n_components != pca.n_components:
+        raise InputError(f"Ψ predicts {net.n_components} codes but its PCA has {pca.n_components}", path)
+    data = export.config.get("data", {})
+    return ExpressionModel(net.to(device).eval(), pca, int(model_cfg.get("audio_rate", 16000)),
+                           int(model_cfg.get("fps", 25)), bool(data.get("reference_keeps_identity", True)),
+                           export.config)
+
+
+def load_generator(path: Path, device: str | torch.device = "cpu", with_disc: bool = True) -> GeneratorModel:
+    """G (and D) from ``generator.safetensors`` (or an ablation's ``generator_<name>.safetensors``)."""
+    from ..models.checkpoint import load_export
+    from ..models.discriminator import Discriminator
+    from ..models.generator import Generator
+
+    export = load_export(path, stage="generator", device="cpu")
+    kwargs = export.meta.get("generator_kwargs") or export.config.get("model")
+    if not kwargs:
+        raise InputError("generator export has no generator_kwargs", path)
+    net = _load_state(_build(Generator, kwargs, path), export.state_dicts.get("generator"), path, "generator")
+    disc = None
+    disc_kwargs = export.meta.get("discriminator_kwargs") or export.config.get("disc")
+    if with_disc and disc_kwargs and "disc" in export.state_dicts:
+        disc = _load_state(_build(Discriminator, disc_kwargs, path), export.state_dicts["disc"], path, "disc")
+        disc = disc.to(device).eval()
+    data = export.config.get("data", {})
+    return GeneratorModel(net.to(device).eval(), disc, int(kwargs.get("image_size", 256)),
+                          float(data.get("mouth_margin", 0.15)), export.meta, Path(path))
+
+
+def load_unprojection(path: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The unprojection network from ``unprojection.safetensors``."""
+    from ..models.checkpoint import load_export
+    from ..models.unprojection import UnprojectionNet
+
+    export = load_export(path, stage="unprojection", device="cpu")
+    net = _build(UnprojectionNet, export.config.get("model", {}), path)
+    return _load_state(net, export.state_dicts.get("unprojection"), path, "unprojection").to(device).eval()
+
+
+def load_bundle(models_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                preset: str | None = None) -> Bundle:
+    """Check then load every export of a bundle (see the module docstring).
+
+    Raises:
+        InputError: missing folder, missing/corrupt/wrong-stage checkpoint, weights that do not fit their config,
+            a damaged motion style, or a style whose width does not match Φ.
+    """
+    root = resolve_models_dir(models_dir, preset)
+    check_bundle(root)
+    motion = load_motion(root / "motion.safetensors", device)
+    expression = load_expression(root / "expression.safetensors", device)
+    generator = load_generator(root / "generator.safetensors", device)
+    unproj = None
+    if (root / "unprojection.safetensors").is_file():
+        unproj = load_unprojection(root / "unprojection.safetensors", device)
+    style = None
+    if (root / STYLE_FILE).is_file():
+        style = load_style(root / STYLE_FILE)
+        feature_dim = motion.net.encoder.feature_dim
+        if style.weight.shape[0] != feature_dim:
+            raise InputError(f"motion style is for a Φ with {style.weight.shape[0]} features, this Φ has "
+                             f"{feature_dim} (rebuild it with tools/make_bundle.py)", root / STYLE_FILE)
+    return Bundle(root, motion, expression, generator, unproj, style, ablation_paths(root))

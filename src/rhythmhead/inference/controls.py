@@ -1,0 +1,81 @@
+"""Pure functions that shape the predicted motion before rendering: the user's controls.
+
+Every function takes and returns arrays with time first (T frames at 25 fps) and has no state; the pipeline composes them.
+Pose arrays are ``(T,6)`` = rotation vector (rad) + translation (px) in the paper's convention; landmarks are ``(T,68,3)``
+frontal (canonical) coordinates in crop pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# iBUG-68 eyelids: upper lid points and the lower lid points they close onto (right eye 36-41, left eye 42-47).
+_UPPER_LID = np.array([37, 38, 43, 44])
+_LOWER_LID = np.array([41, 40, 47, 46])
+
+
+def scale_motion(pose: np.ndarray, anchor: np.ndarray, scale: float) -> np.ndarray:
+    """Amplitude control: ``anchor + scale·(pose − anchor)``. scale 0 holds the anchor pose, 1 leaves the motion as is."""
+    return anchor[None] + float(scale) * (pose - anchor[None])
+
+
+def hold_pose(anchor: np.ndarray, n_frames: int) -> np.ndarray:
+    """``--still``: the anchor pose ``(6,)`` repeated → ``(T,6)``."""
+    return np.repeat(np.asarray(anchor, np.float32)[None], n_frames, axis=0)
+
+
+def fit_length(track: np.ndarray, n_frames: int) -> np.ndarray:
+    """A driving track (pose or landmarks, time first) cut or extended to ``n_frames``, extended by mirroring back and
+    forth so there is no jump (ping-pong), as a user expects from a short driving clip under long audio."""
+    if len(track) == 0:
+        raise ValueError("empty driving track")
+    if len(track) >= n_frames:
+        return track[:n_frames]
+    period = np.concatenate([track, track[-2:0:-1]]) if len(track) > 2 else track
+    reps = int(np.ceil(n_frames / len(period)))
+    return np.concatenate([period] * reps)[:n_frames]
+
+
+def smooth(track: np.ndarray, taps: int = 5) -> np.ndarray:
+    """Hanning smoothing along time (axis 0) with edge padding; ``taps`` ≤ 1 returns the input."""
+    if taps <= 1 or len(track) < 2:
+        return track
+    win = np.hanning(taps + 2)[1:-1]
+    win = win / win.sum()
+    half = taps // 2
+    padded = np.concatenate([np.repeat(track[:1], half, 0), track, np.repeat(track[-1:], taps - 1 - half, 0)])
+    flat = padded.reshape(len(padded), -1)
+    out = np.stack([np.convolve(flat[:, j], win, mode="valid") for j in range(flat.shape[1])], axis=1)
+    return out.reshape((len(track),) + track.shape[1:]).astype(track.dtype)
+
+
+def scale_expression(codes: np.ndarray, neutral: np.ndarray, scale: float) -> np.ndarray:
+    """``--expression-scale``: expression PCA codes ``(T,n)`` pushed away from (scale > 1) or towards (< 1) a neutral code."""
+    return neutral[None] + float(scale) * (codes - neutral[None])
+
+
+def blink_curve(n_frames: int, rng: np.random.Generator, fps: float = 25.0, mean_interval_s: float = 4.0,
+                duration_s: float = 0.2) -> np.ndarray:
+    """Eye closure ``(T,)`` in [0,1]: blinks at random intervals (gamma-distributed around ``mean_interval_s``, as human
+    blinks are roughly every 2–6 s), each a smooth close-open of ``duration_s``."""
+    closure = np.zeros(n_frames, np.float32)
+    length = max(3, int(round(duration_s * fps)))
+    shape = np.sin(np.linspace(0, np.pi, length)) ** 2
+    t = rng.gamma(4.0, mean_interval_s / 4.0) * fps * 0.5  # the first blink comes sooner
+    while t < n_frames:
+        start = int(t)
+        end = min(n_frames, start + length)
+        closure[start:end] = np.maximum(closure[start:end], shape[: end - start])
+        t += max(length + 1, rng.gamma(4.0, mean_interval_s / 4.0) * fps)
+    return closure
+
+
+def apply_blinks(frontal: np.ndarray, closure: np.ndarray) -> np.ndarray:
+    """Close the eyelids of frontal landmarks ``(T,68,3)`` by ``closure (T,)``: upper lids move onto the lower lids
+    (90 % of the way at full closure, the lower lid rising 10 %)."""
+    out = frontal.copy()
+    c = closure[:, None, None]
+    upper, lower = frontal[:, _UPPER_LID], frontal[:, _LOWER_LID]
+    meet = 0.9 * lower + 0.1 * upper
+    out[:, _UPPER_LID] = upper + c * (meet - upper)
+    out[:, _LOWER_LID] = lower + c * 0.1 * (upper - lower)
+    return out

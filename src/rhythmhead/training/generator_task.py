@@ -1,0 +1,226 @@
+"""Training task of the generator G and its discriminator D (REFERENCE.md §5.7–§5.10).
+
+Per batch: one G step (hinge GAN + 10·feature matching + reconstruction L1 + 1 − SSIM + 10·warp + 10·flow against the
+mesh pseudo-ground-truth, + 10·VGG19 when ``vgg_weights`` is given; on the final and the raw image), then one D step
+(hinge). Adam with TTUR (G 2e-4, D 8e-4, betas (0, 0.999)). The ``ablation`` field maps onto G's switches
+(:data:`rhythmhead.models.generator.ABLATIONS`). The export holds G and D (D for test-time fine-tuning,
+:func:`rhythmhead.models.finetune.finetune`) and, in its JSON, the resolved ``generator_kwargs`` / ``discriminator_kwargs``.
+
+    rhythmhead train generator --data /work/store --out runs/generator --preset fast
+    rhythmhead train generator --data /work/store --out runs/gen_noatt --preset fast --ablation no_attention
+    torchrun --standalone --nproc_per_node 2 -m rhythmhead train generator --data STORE --out RUN --preset paper --device cuda
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..models.discriminator import Discriminator
+from ..models.generator import ABLATIONS, Generator, apply_ablation
+from ..models.losses import VGG19Features, discriminator_objective, generator_objective, ssim
+from . import distributed
+from .generator_data import GeneratorDataConfig, GeneratorDataset, open_stores, split_clips
+from .task import TrainerConfig, TrainTask
+
+
+@dataclass(frozen=True)
+class GeneratorModelConfig:
+    """Exactly the keyword arguments of :class:`~rhythmhead.models.generator.Generator` (before the ablation)."""
+
+    image_size: int = 256
+    ngf: int = 32
+    n_downsample: int = 5
+    max_channels: int = 1024
+    n_adaptive_layers: int = 4
+    n_fc_layers: int = 2
+    fc_hidden: int = 256
+    n_downsample_attn: int = 2
+    attn_channels: int = 32
+    n_composition_layers: int = 2
+    attention: Literal["hybrid", "mean"] = "hybrid"
+    composition: Literal["nonlinear", "linear"] = "nonlinear"
+    warp: bool = True
+    render3d: bool = True
+    flow_ngf: int = 32
+    flow_n_downsample: int = 3
+    flow_n_blocks: int = 6
+    flow_max_channels: int = 256
+    flow_input_scale: int = 1
+    norm: Literal["batch", "instance"] = "batch"
+    spectral: bool = True
+    spade_hidden: int = 64
+    spade_kernel: int = 1
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Exactly the keyword arguments of :class:`~rhythmhead.models.discriminator.Discriminator`."""
+
+    in_channels: int = 8
+    ndf: int = 32
+    n_layers: int = 4
+    max_channels: int = 512
+    spectral: bool = True
+
+
+@dataclass(frozen=True)
+class GeneratorLossConfig:
+    gan: float = 1.0  # hinge GAN (image + raw)
+    feat: float = 10.0  # feature matching
+    vgg: float = 10.0  # perceptual (only with vgg_weights)
+    flow: float = 10.0  # flow L1 against the mesh pseudo-GT
+    warp: float = 10.0  # warped reference / render against the target
+    rec: float = 1.0  # L1 + (1 − SSIM)
+    raw: float = 1.0  # multiplier of the raw image's GAN / rec / vgg terms
+
+
+@dataclass(frozen=True)
+class GeneratorOptimConfig:
+    lr_g: float = 2e-4
+    lr_d: float = 8e-4
+    betas: tuple[float, float] = (0.0, 0.999)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
+    disc: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: GeneratorLossConfig = field(default_factory=GeneratorLossConfig)
+    optim: GeneratorOptimConfig = field(default_factory=GeneratorOptimConfig)
+    data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
+    ablation: Literal["none", "baseline", "no_render3d", "no_attention", "linear_composition", "no_warp"] = "none"
+    vgg_weights: str = ""  # user-supplied VGG19 state_dict (.pth/.safetensors); empty = no perceptual loss
+    finetune_steps: int = 70  # test-time fine-tuning steps inference uses by default (0 = none)
+    sync_bn: bool = False  # SyncBatchNorm in G under DDP
+    amp: bool = False  # bfloat16 autocast on CUDA
+
+
+def generator_kwargs(cfg: GeneratorConfig) -> dict:
+    """G's constructor kwargs: the ``model`` fields with the ablation's switches applied."""
+    if cfg.ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {cfg.ablation!r}")
+    return apply_ablation(asdict(cfg.model), cfg.ablation)
+
+
+def _unwrap(module):
+    return getattr(module, "module", module)
+
+
+G_KEYS = ("ref_images", "ref_labels", "target_label", "warp_ref_image", "warp_ref_label", "render_image",
+          "render_label")
+
+
+class GeneratorTask(TrainTask):
+    """G + D (see the module docstring)."""
+
+    stage = "generator"
+    config_class = GeneratorConfig
+
+    def __init__(self, cfg: GeneratorConfig, data_dir: str | None):
+        super().__init__(cfg, data_dir)
+        if cfg.ablation not in ABLATIONS:
+            raise ValueError(f"unknown ablation {cfg.ablation!r} (known: {', '.join(ABLATIONS)})")
+        self.device = torch.device("cpu")
+        self.vgg: VGG19Features | None = VGG19Features.from_file(cfg.vgg_weights) if cfg.vgg_weights else None
+        self._stores = open_stores(data_dir, cfg.data.extra_stores) if data_dir is not None else None
+        self._split = None
+
+    # -- data -----------------------------------------------------------------------------------------------------
+    def dataset(self, split: str) -> GeneratorDataset:
+        if self._stores is None:
+            raise ValueError("this task has no data store")
+        if self._split is None:
+            self._split = split_clips(self._stores, self.cfg.data.val_fraction, self.cfg.trainer.seed)
+        train, val = self._split
+        clips = train if split == "train" else (val or train)
+        return GeneratorDataset(self._stores, clips, self.cfg.data, seed=self.cfg.trainer.seed + (split != "train"),
+                                augment=split == "train")
+
+    # -- networks -------------------------------------------------------------------------------------------------
+    def build(self, device: torch.device) -> dict[str, torch.nn.Module]:
+        self.device = torch.device(device)
+        gen = Generator(**generator_kwargs(self.cfg))
+        if self.cfg.sync_bn and distributed.world_size() > 1:
+            gen = torch.nn.SyncBatchNorm.convert_sync_batchnorm(gen)
+        self.modules = {"generator": gen.to(self.device), "disc": Discriminator(**asdict(self.cfg.disc)).to(self.device)}
+        if self.vgg is not None:
+            self.vgg = self.vgg.to(self.device)
+        return self.modules
+
+    def make_optimizers(self, modules):
+        o = self.cfg.optim
+        return {"generator": torch.optim.Adam(modules["generator"].parameters(), lr=o.lr_g, betas=tuple(o.betas)),
+                "disc": torch.optim.Adam(modules["disc"].parameters(), lr=o.lr_d, betas=tuple(o.betas))}
+
+    # -- steps ----------------------------------------------------------------------------------------------------
+    def _autocast(self):
+        enabled = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _generate(self, gen, batch, need_raw: bool):
+        with self._autocast():
+            out = gen(*(batch[k] for k in G_KEYS), mouth_mask=batch.get("mouth_mask"), need_raw=need_raw)
+        return {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in out.items()}
+
+    def train_step(self, batch, step: int, optimizers) -> dict[str, float]:
+        gen, disc = self.modules["generator"], self.modules["disc"]
+        gen.train()
+        disc.train()
+        weights = asdict(self.cfg.loss)
+        out = self._generate(gen, batch, need_raw=True)
+
+        raw_disc = _unwrap(disc)
+        raw_disc.requires_grad_(False)  # G's terms must not touch D's gradients (nor DDP's hooks on them)
+        with self._autocast():
+            loss_g, terms = generator_objective(out, batch, raw_disc, weights, self.vgg)
+        raw_disc.requires_grad_(True)
+        optimizers["generator"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizers["generator"].step()
+
+        with self._autocast():
+            loss_d = discriminator_objective(disc, batch, out, weights["raw"])
+        optimizers["disc"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        optimizers["disc"].step()
+
+        stats = {f"Loss/{k}": v for k, v in terms.items()}
+        stats["Loss/total"] = float(loss_g.detach())
+        stats["Loss/disc"] = float(loss_d.detach())
+        stats["Train/l1"] = float(F.l1_loss(out["image"].detach(), batch["target_image"]))
+        return stats
+
+    @torch.no_grad()
+    def validate(self, batches) -> dict[str, float]:
+        gen = self.modules["generator"]
+        was_training = gen.training
+        gen.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in batches:
+            out = self._generate(_unwrap(gen), batch, need_raw=False)
+            image, target = out["image"], batch["target_image"]
+            mse = ((image - target) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+            vals = {"l1": float(F.l1_loss(image, target)), "ssim": float(ssim(image, target)),
+                    "psnr": float((10 * torch.log10(4.0 / mse)).mean())}
+            if out.get("warped_ref") is not None:
+                vals["warp_l1"] = float(F.l1_loss(out["warped_ref"], target))
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        gen.train(was_training)
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    # -- export ---------------------------------------------------------------------------------------------------
+    def export_modules(self):
+        return {k: _unwrap(m) for k, m in self.modules.items()}
+
+    def export_config(self):
+        out = super().export_config()
+        out["generator_kwargs"] = generator_kwargs(self.cfg)
+        out["discriminator_kwargs"] = asdict(self.cfg.disc)
+        return out

@@ -1,0 +1,185 @@
+"""The generator G (rhythmhead.models.generator): shapes, gradients, ablation switches, determinism, save/load, the
+once-per-reference split, and test-time fine-tuning."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rhythmhead.models.discriminator import Discriminator
+from rhythmhead.models.finetune import FINETUNE_PREFIXES, finetune
+from rhythmhead.models.generator import ABLATIONS, Generator, apply_ablation
+
+S, K, B = 64, 2, 2
+TINY = dict(image_size=S, ngf=4, n_downsample=3, max_channels=16, n_adaptive_layers=2, n_fc_layers=2, fc_hidden=8,
+            n_downsample_attn=1, attn_channels=4, n_composition_layers=2, flow_ngf=4, flow_n_downsample=2,
+            flow_n_blocks=1, flow_max_channels=8, norm="instance", spade_hidden=8)
+
+
+def inputs(seed=0, b=B, k=K):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.rand(*s, generator=g) * 2 - 1  # noqa: E731
+    mouth = torch.zeros(b, 1, S, S)
+    mouth[:, :, 40:50, 22:42] = 1
+    return dict(ref_images=r(b, k, 3, S, S), ref_labels=r(b, k, 1, S, S), target_label=r(b, 1, S, S),
+                warp_ref_image=r(b, 3, S, S), warp_ref_label=r(b, 1, S, S), render_image=r(b, 3, S, S),
+                render_label=r(b, 1, S, S), mouth_mask=mouth)
+
+
+def make(ablation="none", seed=0, **kw):
+    torch.manual_seed(seed)
+    return Generator(**apply_ablation({**TINY, **kw}, ablation))
+
+
+@pytest.mark.parametrize("ablation", list(ABLATIONS))
+def test_shapes_finite_and_gradients_reach_every_parameter(ablation):
+    g = make(ablation)
+    out = g(**inputs())
+    assert out["image"].shape == (B, 3, S, S) and torch.isfinite(out["image"]).all()
+    assert out["image"].abs().max() <= 1
+    assert out["ref_idx"].shape == (B,) and out["attention"].shape == (B, K)
+    torch.testing.assert_close(out["attention"].sum(1), torch.ones(B))
+    for name in ("flow_ref", "flow_render"):
+        if out[name] is not None:
+            assert out[name].shape == (B, 2, S, S)
+            assert out[name.replace("flow", "conf")].shape == (B, 1, S, S)
+            assert out[name.replace("flow", "warped")].shape == (B, 3, S, S)
+    # a loss on what training uses: images and flows (not the attention mass)
+    loss = out["image"].square().mean() + out["raw"].square().mean()
+    for name in ("flow_ref", "flow_render", "conf_ref", "conf_render"):
+        if out[name] is not None:
+            loss = loss + out[name].square().mean()
+    loss.backward()
+    missing = [n for n, p in g.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"{ablation}: no gradient for {missing[:5]}"
+
+
+def test_ablations_do_not_create_unused_modules():
+    full = make()
+    assert all(hasattr(full, m) for m in ("fusion", "target_attn", "flow_ref", "flow_render", "embed_ref",
+                                            "embed_render"))
+    base = make("baseline")
+    assert not any(hasattr(base, m) for m in ("fusion", "target_attn", "flow_ref", "flow_render", "embed_ref",
+                                              "embed_render"))
+    assert not hasattr(make("no_attention"), "fusion")
+    nw = make("no_warp")
+    assert not hasattr(nw, "flow_ref") and hasattr(nw, "embed_render")
+    nr = make("no_render3d")
+    assert not hasattr(nr, "flow_render") and not hasattr(nr, "embed_render") and hasattr(nr, "flow_ref")
+    lin = make("linear_composition")
+    assert not hasattr(lin, "embed_ref") and hasattr(lin, "flow_render")
+    assert sum(p.numel() for p in base.parameters()) < sum(p.numel() for p in full.parameters())
+
+
+def test_linear_composition_is_a_convex_blend_and_baseline_is_raw():
+    g = make("linear_composition").eval()
+    with torch.no_grad():
+        out = g(**inputs())
+    blend = out["raw"] * out["conf_render"] + out["warped_render"] * (1 - out["conf_render"])
+    torch.testing.assert_close(out["image"], blend * out["conf_ref"] + out["warped_ref"] * (1 - out["conf_ref"]))
+    base = make("baseline").eval()
+    with torch.no_grad():
+        out = base(**inputs())
+    torch.testing.assert_close(out["image"], out["raw"])
+
+
+def test_mouth_box_is_masked_in_the_warped_inputs():
+    g = make().eval()
+    x = inputs()
+    with torch.no_grad():
+        out = g(**x)
+    inside = x["mouth_mask"].bool().expand(-1, 3, -1, -1)
+    assert (out["warped_ref"][inside] == -1).all() and (out["warped_render"][inside] == -1).all()
+    assert (out["warped_ref"][~inside] != -1).float().mean() > 0.9
+
+
+def test_deterministic_and_seeded():
+    x = inputs()
+    g1, g2 = make(seed=3).eval(), make(seed=3).eval()
+    with torch.no_grad():
+        a, b, c = g1(**x)["image"], g1(**x)["image"], g2(**x)["image"]
+    assert torch.equal(a, b) and torch.equal(a, c)
+    with torch.no_grad():
+        assert not torch.equal(a, make(seed=4).eval()(**x)["image"])
+
+
+def test_state_dict_round_trip(tmp_path):
+    g = make(seed=1)
+    g(**inputs())  # a train-mode pass updates norm statistics / spectral-norm vectors
+    g.eval()
+    torch.save(g.state_dict(), tmp_path / "g.pt")
+    h = make(seed=2)
+    h.load_state_dict(torch.load(tmp_path / "g.pt", weights_only=True))
+    h.eval()
+    x = inputs(5)
+    with torch.no_grad():
+        assert torch.equal(g(**x)["image"], h(**x)["image"])
+
+
+def test_embed_once_then_generate_equals_forward_and_any_k():
+    g = make().eval()
+    x = inputs(2, k=3)
+    with torch.no_grad():
+        full = g(**x)
+        emb = g.embed_references(x["ref_images"], x["ref_labels"])
+        assert emb.shots == 3
+        per = g.generate(emb, x["target_label"], x["warp_ref_image"], x["warp_ref_label"], x["render_image"],
+                         x["render_label"], mouth_mask=x["mouth_mask"])
+        for key in ("image", "raw", "flow_ref", "warped_render"):
+            torch.testing.assert_close(per[key], full[key])
+        # a second target on the same embedding; K = 1 works too
+        other = inputs(3, k=3)
+        assert not torch.equal(g.generate(emb, other["target_label"], other["warp_ref_image"], other["warp_ref_label"],
+                                          other["render_image"], other["render_label"])["image"], per["image"])
+        one = g(**inputs(4, k=1))
+        assert one["image"].shape == (B, 3, S, S) and (one["ref_idx"] == 0).all()
+
+
+def test_attention_depends_on_the_target_and_picks_ref_idx():
+    g = make().eval()
+    x = inputs(6, b=1, k=3)
+    with torch.no_grad():
+        emb = g.embed_references(x["ref_images"], x["ref_labels"])
+        att = [g.generate(emb, x["ref_labels"][:, i], x["warp_ref_image"], x["warp_ref_label"], x["render_image"],
+                          x["render_label"]) for i in range(3)]
+    assert not torch.equal(att[0]["attention"], att[1]["attention"])
+    for a in att:
+        assert a["ref_idx"].item() == a["attention"].argmax().item()
+    mean = make("no_attention").eval()
+    with torch.no_grad():
+        out = mean(**x)
+    torch.testing.assert_close(out["attention"], torch.full((1, 3), 1 / 3))
+
+
+def test_bad_shapes_and_settings_raise():
+    g = make()
+    x = inputs()
+    x["target_label"] = x["target_label"][:, :, :32]
+    with pytest.raises(ValueError, match="target_label"):
+        g(**x)
+    with pytest.raises(ValueError):
+        Generator(**{**TINY, "attention": "bogus"})
+    with pytest.raises(ValueError):
+        apply_ablation(TINY, "no_such_ablation")
+
+
+def test_finetune_trains_only_the_named_parts_and_d():
+    g = make().eval()
+    d = Discriminator(ndf=4, n_layers=2, max_channels=16)
+    x = inputs(7, b=1, k=3)
+    refs = {"ref_images": x["ref_images"], "ref_labels": x["ref_labels"],
+            "render_images": x["ref_images"], "render_labels": x["ref_labels"],
+            "poses": torch.randn(1, 3, 6)}
+    before_g = {n: p.detach().clone() for n, p in g.named_parameters()}
+    before_d = [p.detach().clone() for p in d.parameters()]
+    hist = finetune(g, d, refs, steps=2, batch_size=2)
+    assert len(hist) == 2 and all(torch.isfinite(torch.tensor(h["total"])) for h in hist)
+    for n, p in g.named_parameters():
+        changed = not torch.equal(p, before_g[n])
+        if n.startswith(FINETUNE_PREFIXES):
+            continue
+        assert not changed, f"{n} changed"
+    assert any(not torch.equal(p, before_g[n]) for n, p in g.named_parameters() if n.startswith("weight_gen."))
+    assert any(not torch.equal(a, b) for a, b in zip(d.parameters(), before_d))
+    assert all(p.requires_grad for p in g.parameters()) and not g.training
+    with pytest.raises(ValueError, match="render"):
+        finetune(g, d, {"ref_images": x["ref_images"], "ref_labels": x["ref_labels"]}, steps=1)

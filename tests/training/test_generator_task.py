@@ -1,0 +1,131 @@
+"""The generator task and its data (rhythmhead.training.generator_task, generator_data) on a small synthetic store."""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+import torch
+
+from rhythmhead.config import load_config
+from rhythmhead.data.synthetic import make_synthetic_store
+from rhythmhead.geometry.flow import warp
+from rhythmhead.models.checkpoint import load_export
+from rhythmhead.models.discriminator import Discriminator
+from rhythmhead.models.generator import ABLATIONS, Generator
+from rhythmhead.training.generator_data import GeneratorDataset, open_stores, split_clips
+from rhythmhead.training.generator_task import GeneratorConfig, GeneratorTask, generator_kwargs
+from rhythmhead.training.trainer import Trainer
+
+S = 64
+TINY = {"model": dict(image_size=S, ngf=4, n_downsample=3, max_channels=16, n_adaptive_layers=2, fc_hidden=8,
+                      n_downsample_attn=1, attn_channels=4, flow_ngf=4, flow_n_downsample=2, flow_n_blocks=1,
+                      flow_max_channels=8, norm="instance", spade_hidden=8),
+        "disc": dict(ndf=4, n_layers=2, max_channels=16),
+        "trainer": dict(batch_size=2, max_steps=2, log_every=1, val_every=2, checkpoint_every=2, val_batches=1),
+        "data": dict(image_size=S, shots=2, samples_per_clip=8, min_frames=8),
+        "optim": dict(lr_g=1e-3, lr_d=1e-3)}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen") / "store"
+    make_synthetic_store(root, n_clips=4, n_frames=40, with_audio=False)
+    return root
+
+
+def cfg_for(override=None):
+    return load_config(GeneratorConfig, "generator", "fast", {**TINY, **(override or {})})
+
+
+def test_presets_build_their_networks():
+    for preset in ("fast", "paper"):
+        cfg = load_config(GeneratorConfig, "generator", preset)
+        assert cfg.ablation == "none" and cfg.optim.betas == (0.0, 0.999)
+        assert set(asdict(cfg.model)) == set(Generator.__init__.__code__.co_varnames[1:Generator.__init__.__code__
+                                                                                        .co_argcount])
+        Discriminator(**asdict(cfg.disc))
+    paper = load_config(GeneratorConfig, "generator", "paper")
+    assert (paper.model.ngf, paper.data.shots, paper.optim.lr_g, paper.optim.lr_d) == (32, 8, 2e-4, 8e-4)
+
+
+def test_ablation_field_maps_onto_switches():
+    cfg = cfg_for()
+    assert generator_kwargs(replace(cfg, ablation="baseline")) | {} == {
+        **asdict(cfg.model), "attention": "mean", "composition": "linear", "warp": False, "render3d": False}
+    for name in ABLATIONS:
+        Generator(**generator_kwargs(replace(cfg, ablation=name)))
+    with pytest.raises(ValueError):
+        GeneratorTask(replace(cfg, ablation="nope"), None)
+
+
+def test_dataset_sample_is_consistent(store):
+    cfg = cfg_for()
+    stores = open_stores(str(store))
+    train, val = split_clips(stores, 0.25, 0)
+    assert train and val and not {c for c in train} & {c for c in val}
+    ds = GeneratorDataset(stores, train, cfg.data, seed=0, augment=True)
+    item = ds[1]
+    assert item["ref_images"].shape == (2, 3, S, S) and item["ref_labels"].shape == (2, 1, S, S)
+    for key in ("target_image", "warp_ref_image", "render_image"):
+        assert item[key].shape == (3, S, S) and item[key].min() >= -1 and item[key].max() <= 1
+    # determinism per index
+    again = ds[1]
+    assert all(torch.equal(item[k], again[k]) for k in item)
+    # the warping reference is one of the references
+    assert any(torch.equal(item["warp_ref_image"], r) for r in item["ref_images"])
+    # pseudo-GT flow moves the reference onto the target (inside the valid mask), also under augmentation
+    for i in range(4):
+        it = ds[i]
+        m = it["flow_ref_valid"][None]
+        warped = warp(it["warp_ref_image"][None], it["flow_ref"][None])
+        err = ((warped - it["target_image"][None]).abs() * m).sum() / (3 * m.sum())
+        base = ((it["warp_ref_image"][None] - it["target_image"][None]).abs() * m).sum() / (3 * m.sum())
+        assert err < 0.6 * base + 0.02, (i, float(err), float(base))
+    # the worst reference is chosen without augmentation (validation)
+    val_ds = GeneratorDataset(stores, train, cfg.data, seed=0, augment=False)
+    pick = val_ds.choose(3)
+    track = stores[0].track(pick["key"][1])
+    rot = track["pose"][:, :3]
+    diffs = np.abs(rot[pick["refs"]] - rot[pick["target"]]).mean(-1)
+    assert pick["warp_slot"] == int(diffs.argmax())
+    n_ref = round(track["pose"].shape[0] * 0.25)
+    assert (pick["refs"] < n_ref).all() and pick["target"] >= n_ref
+
+
+def test_training_steps_lower_the_reconstruction_loss(store):
+    torch.manual_seed(0)
+    task = GeneratorTask(cfg_for(), str(store))
+    modules = task.build(torch.device("cpu"))
+    task.bind(modules)
+    opts = task.make_optimizers(modules)
+    ds = task.dataset("train")
+    batch = task.collate([ds[i] for i in range(2)])
+    first = task.train_step(batch, 0, opts)
+    for step in range(1, 12):
+        last = task.train_step(batch, step, opts)
+    for key in ("Loss/gan", "Loss/feat", "Loss/rec", "Loss/warp", "Loss/flow", "Loss/disc"):
+        assert np.isfinite(first[key]) and np.isfinite(last[key])
+    assert last["Loss/rec"] < first["Loss/rec"] and last["Loss/flow"] < first["Loss/flow"]
+    val = task.validate([batch])
+    assert set(val) >= {"l1", "ssim", "psnr", "warp_l1"}
+
+
+def test_trainer_run_exports_g_and_d(store, tmp_path):
+    task = GeneratorTask(cfg_for({"ablation": "no_attention"}), str(store))
+    trainer = Trainer(task, tmp_path / "run", "cpu")
+    trainer.fit()
+    export = load_export(tmp_path / "run", stage="generator")
+    assert export.meta["config"]["ablation"] == "no_attention"
+    kwargs = export.meta["generator_kwargs"]
+    assert kwargs["attention"] == "mean"
+    g = Generator(**kwargs)
+    g.load_state_dict(export.state_dicts["generator"])
+    Discriminator(**export.meta["discriminator_kwargs"]).load_state_dict(export.state_dicts["disc"])
+    g.eval()
+    trained = task.modules["generator"].eval()
+    batch = task.collate([task.dataset("val")[0]])
+    keys = ("ref_images", "ref_labels", "target_label", "warp_ref_image", "warp_ref_label", "render_image",
+            "render_label")
+    with torch.no_grad():
+        assert torch.equal(g(*(batch[k] for k in keys))["image"], trained(*(batch[k] for k in keys))["image"])
