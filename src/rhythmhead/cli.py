@@ -62,7 +62,9 @@ def cli():
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the click group, turning InputError into one line and exit status 2."""
     try:
-        cli.main(args=argv, standalone_mode=False)
+        rv = cli.main(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

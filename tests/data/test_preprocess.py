@@ -84,3 +84,34 @@ def test_silent_audio_track_counts_as_no_audio(astronaut_frames, tmp_path):
     assert probe(path).has_audio
     rec = preprocess_clip(path, tmp_path / "s", "quiet", "q")
     assert rec["has_audio"] is False and not (tmp_path / "s" / "quiet" / "audio.wav").exists()
+
+
+def test_several_faces_follow_the_largest_central_one(astronaut_frames, tmp_path):
+    import cv2
+    from PIL import Image
+
+    big = astronaut_frames(1, size=400)[0]
+    small = cv2.resize(big, (300, 300), interpolation=cv2.INTER_AREA)
+    canvas = np.full((600, 1000, 3), 90, np.uint8)
+    canvas[100:500, 300:700] = big
+    canvas[20:320, 680:980] = small  # overlaps the big picture's corner; both faces are detected
+    path = tmp_path / "two.png"
+    Image.fromarray(canvas).save(path)
+    with pytest.warns(UserWarning, match="2 faces"):
+        ref = prepare_reference(path)
+    x0, y0, side = ref.boxes[0]
+    centre = (x0 + side / 2, y0 + side / 2)
+    assert 300 < centre[0] < 700 and 100 < centre[1] < 500  # the big, central face
+
+
+def test_audio_longer_than_video(astronaut_frames, tmp_path):
+    path = tmp_path / "long_audio.mp4"
+    t = np.arange(32000) / 16000  # 2 s of audio under 0.8 s of video
+    write_video(path, astronaut_frames(20), fps=25, audio=(0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32))
+    assert probe(path).duration_s > 1.5
+    rec = preprocess_clip(path, tmp_path / "s", "long", "x")
+    assert rec["frames"] == 20 and rec["has_audio"]
+    frames, _ = read_video(tmp_path / "s" / "long" / "frames.mp4")
+    assert len(frames) == 20
+    write_manifest(tmp_path / "s", [rec])
+    assert ClipStore(tmp_path / "s").audio("long").shape == (20 * 640,)

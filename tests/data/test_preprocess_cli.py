@@ -90,3 +90,15 @@ def test_workers_shards_and_speaker_map(face_video, tmp_path, capsys):
     assert code == 0 and "2 ok, 0 failed, 1 already done" in out
     recs = {r["id"]: r["speaker"] for r in ClipStore(store).manifest()}
     assert recs == {"a": "same", "b": "b", "c": "same"}
+
+
+def test_find_videos_skips_the_store_and_hidden_files(face_video, tmp_path):
+    from rhythmhead.data.preprocess_run import find_videos
+
+    root = tmp_path / "in"
+    (root / "store" / "clip").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    shutil.copy(face_video, root / "a.MP4")
+    shutil.copy(face_video, root / "store" / "clip" / "frames.mp4")
+    shutil.copy(face_video, root / ".cache" / "b.mp4")
+    assert find_videos([root, root / "a.MP4"], exclude=root / "store") == [root / "a.MP4"]

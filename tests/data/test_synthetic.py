@@ -76,7 +76,7 @@ def test_deterministic_and_fast(tmp_path):
     elapsed = time.perf_counter() - t0
     b = make_synthetic_store(tmp_path / "b", n_clips=4, n_frames=60, seed=3)
     c = make_synthetic_store(tmp_path / "c", n_clips=1, n_frames=10, seed=4, with_audio=False)
-    assert elapsed < 2.0, elapsed
+    assert elapsed < 4.0, elapsed  # about 1.2 s here; the bound leaves room for a busy machine
     for cid in a.ids():
         ta, tb = a.track(cid), b.track(cid)
         assert all(np.array_equal(ta[k], tb[k]) for k in ("landmarks", "pose"))

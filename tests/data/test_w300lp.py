@@ -26,8 +26,9 @@ def _bfm_file(path, as_struct=False):
 
 
 def _fit_file(path, pose, shape=None, exp=None):
-    savemat(path, {"Pose_Para": np.asarray(pose, np.float64)[None], "Shape_Para": (shape if shape is not None else np.zeros((199, 1))),
-                   "Exp_Para": (exp if exp is not None else np.zeros((29, 1))), "pt2d": np.zeros((2, 68))})
+    savemat(path, {"Pose_Para": np.asarray(pose, np.float64)[None],
+                   "Shape_Para": shape if shape is not None else np.zeros((199, 1)),
+                   "Exp_Para": exp if exp is not None else np.zeros((29, 1)), "pt2d": np.zeros((2, 68))})
 
 
 @pytest.mark.parametrize("as_struct", [False, True])

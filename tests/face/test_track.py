@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rhythmhead.face.detect import choose_face
+from rhythmhead.face.detect import choose_face, suppress_overlaps
 from rhythmhead.face.landmarks import canonical_68
 from rhythmhead.face.track import (FaceTracker, crop_boxes, crop_frame, eye_centre, face_size, fill_missing,
                                    integer_box, output_frame_count, resample_indices, resampled, to_crop)
@@ -109,3 +109,11 @@ def test_tracker_follows_a_real_face_and_reports_none():
         mesh2 = tracker(shifted)
         assert np.allclose((mesh2 - mesh)[:, 0].mean(), 20, atol=3)
         assert tracker(np.zeros((200, 200, 3), np.uint8)) is None
+
+
+def test_suppress_overlaps():
+    big = (50.0, 50.0, 220.0, 220.0, 0.8)
+    inner = (65.0, 85.0, 130.0, 150.0, 0.56)  # a weak box on part of the big face
+    other = (300.0, 40.0, 380.0, 120.0, 0.7)
+    assert suppress_overlaps([inner, big, other]) == [big, other]
+    assert suppress_overlaps([]) == []

@@ -107,3 +107,18 @@ def test_render_reproduces_real_key_frame(media_dir):
     out2, mask2 = render_textured(tm, pose + torch.tensor([0.0, 0.25, 0.0, 0.0, 0.0, 0.0]))
     both = mask & mask2
     assert ((out2.float() - torch.from_numpy(img).float())[both] ** 2).mean() > 10 * max(mse, 1.0)
+
+
+@pytest.mark.media
+def test_unproject_mediapipe_backend(media_dir):
+    from PIL import Image
+
+    from rhythmhead.errors import InputError
+    from rhythmhead.geometry.mesh import unproject
+
+    img = np.array(Image.open(media_dir / "face_photo" / "vx_aoc_ref.jpg").convert("RGB").resize((256, 256)))
+    verts = unproject(img, "mediapipe")
+    assert verts.shape == (468, 3)
+    assert 40 < verts[:, 0].mean() < 216 and 40 < verts[:, 1].mean() < 216
+    with pytest.raises(InputError, match="no face"):
+        unproject(np.zeros((256, 256, 3), np.uint8), "mediapipe")

@@ -55,3 +55,24 @@ def test_weighted_loss_ignores_zero_weight_pixels():
     w[:4] = 1.0
     assert abs(float(position_map_loss(pred, target, w)) - 1.5) < 1e-6  # 3 channels × 1 on half the pixels
     assert abs(float(position_map_loss(pred, target)) - 1.5) < 1e-6
+
+
+def test_residual_output_starts_at_the_mean_map_and_learns():
+    torch.manual_seed(0)
+    net = UnprojectionNet(image_size=64, base_channels=2, output="residual")
+    mean = torch.rand(3, 64, 64)
+    net.set_mean_map(mean)
+    x = _inputs()
+    assert torch.allclose(net(x), mean.expand(2, -1, -1, -1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    target = mean + 0.1
+    for _ in range(3):
+        loss = position_map_loss(net(x), target.expand(2, -1, -1, -1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(position_map_loss(net(x), target.expand(2, -1, -1, -1))) < 0.03 * 0.99  # 3 × 0.1² at the start
+    state = net.state_dict()
+    assert torch.equal(state["mean_map"], mean)  # the base travels with the weights
+    with pytest.raises(ValueError):
+        net.set_mean_map(torch.zeros(3, 32, 32))

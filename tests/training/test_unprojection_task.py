@@ -81,3 +81,16 @@ def test_train_cli_writes_an_export(store, tmp_path):
           "--set", "trainer.val_every=0"])
     meta = json.loads((run / "export" / "unprojection.json").read_text())
     assert meta["stage"] == "unprojection" and meta["config"]["model"]["image_size"] == 64
+
+
+@pytest.mark.parametrize("preset", ["fast", "paper"])
+def test_presets_build_their_network(preset):
+    from dataclasses import asdict
+
+    from rhythmhead.models.unprojection import UnprojectionNet
+
+    cfg = load_config(UnprojectionConfig, "unprojection", preset)
+    net = UnprojectionNet(**asdict(cfg.model))
+    assert net.image_size == cfg.model.image_size
+    if preset == "paper":
+        assert cfg.model.image_size == 256 and cfg.model.base_channels == 16 and cfg.loss.region_weighting

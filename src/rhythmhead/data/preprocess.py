@@ -109,9 +109,16 @@ def track_clip(path: str | Path, tracker: FaceTracker | None = None, crop_mode: 
     else:
         tracker.reset()
     meshes: list[np.ndarray] = []
+    times: list[float] = []
+
+    def timed(frames):
+        for frame, t in frames:
+            times.append(t)
+            yield frame, t
+
     try:
         last_index, last_mesh = -1, None
-        for _k, index, frame in resampled(iter_frames_with_times(path), n_out):
+        for _k, index, frame in resampled(timed(iter_frames_with_times(path)), n_out):
             if index != last_index:
                 last_mesh = tracker(frame)
                 last_index = index
@@ -123,9 +130,15 @@ def track_clip(path: str | Path, tracker: FaceTracker | None = None, crop_mode: 
             tracker.close()
     if not meshes:
         raise InputError("has no decodable frames", path)
+    if len(times) > 1:  # the container's duration can be the (longer) audio's: keep only the video's own length
+        step = float(np.median(np.diff(times)))
+        meshes = meshes[:output_frame_count(times[-1] - times[0] + step)]
     mesh = np.stack(meshes)
     found = ~np.isnan(mesh).any(axis=(1, 2))
-    if found.mean() < 1 - MAX_MISSING or not found.any():
+    if not found.any():
+        what = "the image" if len(mesh) == 1 else f"any of its {len(mesh)} frames"
+        raise InputError(f"no face found in {what} (a visible human face is needed)", path)
+    if found.mean() < 1 - MAX_MISSING:
         raise InputError(f"no face found in {100 * (1 - found.mean()):.0f}% of its {len(mesh)} frames", path)
     mesh, found = fill_missing(mesh)
     lm = mesh_to_68(mesh)

@@ -125,16 +125,26 @@ _TRACKER = None
 _CROP_MODE = "smooth"
 
 
-def _init_worker(crop_mode: str) -> None:
+def _init_worker(crop_mode: str, own_process: bool = True) -> None:
+    """Build this process's tracker; a dedicated worker process also limits torch to one thread."""
     global _TRACKER, _CROP_MODE
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
+    if own_process:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch
 
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
     from ..face.track import FaceTracker
 
+    _release_tracker()
     _TRACKER = FaceTracker()
     _CROP_MODE = crop_mode
+
+
+def _release_tracker() -> None:
+    global _TRACKER
+    if _TRACKER is not None:
+        _TRACKER.close()
+        _TRACKER = None
 
 
 def _work(task: tuple[str, str, str, str]) -> dict:
@@ -143,7 +153,7 @@ def _work(task: tuple[str, str, str, str]) -> dict:
 
     src, out, clip_id, speaker = task
     if _TRACKER is None:
-        _init_worker(_CROP_MODE)
+        _init_worker(_CROP_MODE, own_process=False)
     result = {"source": src, "id": clip_id}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -220,7 +230,7 @@ def preprocess_store(inputs: Sequence[str | Path], out: str | Path, workers: int
                                                              initargs=(crop_mode,))
             results = pool.imap_unordered(_work, jobs)
         else:
-            _init_worker(crop_mode)
+            _init_worker(crop_mode, own_process=False)
             results = map(_work, jobs)
         for res in results:
             for w in res["warnings"]:
@@ -245,6 +255,8 @@ def preprocess_store(inputs: Sequence[str | Path], out: str | Path, workers: int
         if pool is not None:
             pool.terminate()
             pool.join()
+        else:
+            _release_tracker()
         records = finished_records(out)
         write_manifest(out, records)
     return RunSummary(ok=ok, failed=failed, skipped=skipped, frames=frames, seconds=time.perf_counter() - start,

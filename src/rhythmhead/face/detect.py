@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FaceDetector", "Detection", "choose_face"]
+__all__ = ["FaceDetector", "Detection", "choose_face", "suppress_overlaps"]
 
 Detection = tuple[float, float, float, float, float]  # (x0, y0, x1, y1, score) pixels
 
@@ -52,7 +52,7 @@ class FaceDetector:
             x1, y1 = min(float(w), (box.xmin + box.width) * w), min(float(h), (box.ymin + box.height) * h)
             if x1 > x0 and y1 > y0:
                 out.append((x0, y0, x1, y1, float(det.score[0])))
-        return out
+        return suppress_overlaps(out)
 
     def close(self) -> None:
         """Release the MediaPipe graph."""
@@ -65,6 +65,25 @@ class FaceDetector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def suppress_overlaps(faces: list[Detection], max_overlap: float = 0.5) -> list[Detection]:
+    """Drop a box when more than ``max_overlap`` of the smaller box's area lies inside a better-scored kept box.
+
+    BlazeFace sometimes adds a weak second box on part of a large face (an eye and cheek); that is not a second person.
+    """
+    kept: list[Detection] = []
+    for f in sorted(faces, key=lambda f: -f[4]):
+        area = (f[2] - f[0]) * (f[3] - f[1])
+        if all(_inter(f, k) <= max_overlap * min(area, (k[2] - k[0]) * (k[3] - k[1])) for k in kept):
+            kept.append(f)
+    return kept
+
+
+def _inter(a: Detection, b: Detection) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return max(0.0, w) * max(0.0, h)
 
 
 def choose_face(faces: list[Detection], frame_size: tuple[int, int], near: tuple[float, float] | None = None) -> Detection:

@@ -11,8 +11,9 @@ mesh's units. How the map was chosen (``tools/make_canonical.py --fit-map`` repr
 ``shape_predictor_68_face_landmarks.dat``) and MediaPipe were run; for every dlib point i and mesh vertex v the 2-D
 distance divided by the inter-ocular distance (between the two eyes' landmark centres) was computed per photo, and
 ``MESH_TO_68[i]`` is the vertex with the smallest median over the photos (iris points 468–477 excluded). The mean error of
-the map is 5.6 % of the inter-ocular distance on those photos (tests/face/test_landmarks_media.py checks < 8 %). Jaw
-points are the least certain (dlib places them on the 2-D silhouette, MediaPipe on the fixed 3-D face oval: 7–15 %).
+the map is 5.6 % of the inter-ocular distance on those photos, and 5.6 % too when each photo is left out of the fit that
+scores it (so the map is not fitted to those photos' noise); tests/face/test_landmarks_media.py checks < 8 %. Jaw points
+are the least certain (dlib places them on the 2-D silhouette, MediaPipe on the fixed 3-D face oval: 7–15 %).
 
 :func:`canonical_68` / :func:`canonical_mesh_478` load the package's canonical frontal face (``assets/``, built by
 ``tools/make_canonical.py``), in pixels of the 256² paper crop.

@@ -29,7 +29,8 @@ def pixel_grid(size: int | tuple[int, int], *, like: torch.Tensor) -> torch.Tens
 
 
 def mesh_flow(verts_src: torch.Tensor, verts_dst: torch.Tensor, triangles: torch.Tensor,
-              size: int | tuple[int, int] = 256) -> tuple[torch.Tensor, torch.Tensor]:
+              size: int | tuple[int, int] = 256, *, source_visible: bool = False,
+              depth_tolerance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Backward flow from a destination (target) mesh to a source mesh of the same topology.
 
     For every target pixel covered by ``verts_dst``, where the same surface point lies in the source image, minus the
@@ -39,13 +40,19 @@ def mesh_flow(verts_src: torch.Tensor, verts_dst: torch.Tensor, triangles: torch
         verts_src: ``(..., V, 3)`` source-image vertex positions in pixels (z unused).
         verts_dst: ``(..., V, 3)`` target-image vertex positions in pixels (z = depth, smaller is nearer).
         triangles: ``(F, 3)`` shared topology.
-        size: target image ``H`` (= W) or ``(H, W)``.
+        size: target image ``H`` (= W) or ``(H, W)``; the source image is assumed to have the same size.
+        source_visible: also drop from the mask the target pixels whose surface point is hidden in the source image
+            (behind another part of the source mesh by more than ``depth_tolerance`` pixels, or outside it), i.e. keep
+            only pixels whose pseudo-ground-truth colour really is at ``p + flow`` in the source.
+        depth_tolerance: depth slack of that test, pixels.
     Returns:
         ``flow (..., H, W, 2)`` in pixels (0 outside the mask) and ``mask (..., H, W) bool`` (pixels the target mesh
-        covers). Use ``flow.permute(..., 3, 1, 2)``-style reshaping to ``(B, 2, H, W)`` for :func:`warp`.
+        covers, and with ``source_visible`` whose point the source shows). For :func:`warp`, permute a batch of flows
+        to ``(B, 2, H, W)``: ``flow.permute(0, 3, 1, 2)``.
     """
     if verts_src.shape != verts_dst.shape or verts_src.shape[-1] != 3:
-        raise ValueError(f"verts_src {tuple(verts_src.shape)} and verts_dst {tuple(verts_dst.shape)} must match (..., V, 3)")
+        raise ValueError(f"verts_src {tuple(verts_src.shape)} and verts_dst {tuple(verts_dst.shape)} "
+                         "must match (..., V, 3)")
     lead = verts_src.shape[:-2]
     src = verts_src.reshape(-1, *verts_src.shape[-2:])
     dst = verts_dst.reshape(-1, *verts_dst.shape[-2:])
@@ -57,13 +64,32 @@ def mesh_flow(verts_src: torch.Tensor, verts_dst: torch.Tensor, triangles: torch
         flow = torch.zeros_like(grid)
         mask = torch.zeros(len(grid), dtype=torch.bool, device=grid.device)
         if len(pixel):
-            pos = (s[:, :2][tris.index_select(0, face)] * bary.unsqueeze(-1)).sum(1)  # (M,2) source positions
-            flow[pixel] = pos - grid.index_select(0, pixel)
+            corners = s.index_select(0, tris.index_select(0, face).reshape(-1)).view(-1, 3, 3)
+            pos = torch.bmm(bary.unsqueeze(1).to(corners.dtype), corners).squeeze(1)  # (M,3) source positions
+            if source_visible:
+                keep = _visible_in(s, tris, size, pos, depth_tolerance)
+                pixel, pos = pixel[keep], pos[keep]
+            flow[pixel] = (pos[:, :2] - grid.index_select(0, pixel)).to(flow.dtype)
             mask[pixel] = True
         flows.append(flow)
         masks.append(mask)
     h, w = _size_hw(size)
     return torch.stack(flows).reshape(*lead, h, w, 2), torch.stack(masks).reshape(*lead, h, w)
+
+
+def _visible_in(verts: torch.Tensor, tris: torch.Tensor, size, points: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """``(M,)`` bool: surface points ``(M, 3)`` of the mesh ``verts`` that its own z-buffer shows (nearest pixel)."""
+    h, w = _size_hw(size)
+    pixel, face, bary = rasterize_sparse(verts, tris, (h, w))
+    zbuf = torch.full((h * w,), float("inf"), dtype=verts.dtype, device=verts.device)
+    if len(pixel):
+        zc = verts[:, 2].index_select(0, tris.index_select(0, face).reshape(-1)).view(-1, 3)
+        zbuf[pixel] = (zc * bary.to(zc.dtype)).sum(1)
+    col = points[:, 0].floor().long()
+    row = points[:, 1].floor().long()
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    z = zbuf[(row.clamp(0, h - 1) * w + col.clamp(0, w - 1))]
+    return inside & (points[:, 2] <= z + tolerance)
 
 
 def flow_to_grid(flow: torch.Tensor) -> torch.Tensor:
@@ -87,6 +113,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor, *, mode: str = "bilinear", pad
         ``(B, C, H, W)`` in ``image.dtype``; differentiable w.r.t. both inputs.
     """
     if image.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2 or flow.shape[0] != image.shape[0]:
-        raise ValueError(f"warp: expected image (B,C,H,W) and flow (B,2,H,W), got {tuple(image.shape)}, {tuple(flow.shape)}")
+        raise ValueError(f"warp: expected image (B,C,H,W) and flow (B,2,H,W), "
+                         f"got {tuple(image.shape)}, {tuple(flow.shape)}")
     grid = flow_to_grid(flow.to(image.dtype))
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)

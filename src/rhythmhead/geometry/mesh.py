@@ -182,7 +182,8 @@ def render_textured(mesh: TexturedMesh, pose, size: int = 256) -> tuple[torch.Te
         img = torch.zeros(size * size, 3, dtype=torch.uint8, device=verts.device)
         mask = torch.zeros(size * size, dtype=torch.bool, device=verts.device)
         if len(pixel):
-            uv = (mesh.uv[mesh.triangles.index_select(0, face)] * bary.unsqueeze(-1)).sum(1)  # (M,2)
+            corners = mesh.uv.index_select(0, mesh.triangles.index_select(0, face).reshape(-1)).view(-1, 3, 2)
+            uv = torch.bmm(bary.unsqueeze(1), corners).squeeze(1)  # (M,2) barycentric interpolation
             img[pixel] = sample_texture(mesh.texture, uv).round().clamp(0, 255).to(torch.uint8)
             mask[pixel] = True
         images.append(img.view(size, size, 3))

@@ -13,10 +13,11 @@ Conventions (shared with :mod:`rhythmhead.geometry.flow` and ``grid_sample(align
 
 Algorithm (no per-pixel Python loop): each triangle's pixel bounding box is enumerated with ``repeat_interleave`` (so the
 work is ~ the total bounding-box area, not F × a fixed window), the barycentrics of every candidate pixel centre come
-from per-triangle affine coefficients, inside candidates get an int64 key ``(quantised depth << b) | candidate`` (b = bits of the candidate count, the
-depth gets the other 62 − b bits) and a ``scatter_reduce(amin)`` onto the pixel grid keeps the nearest candidate per
-pixel (ties: lower triangle index), whose barycentrics are already known. :func:`rasterize_sparse` returns only the
-covered pixels (what the renderer and the flow need); :func:`rasterize` scatters them into dense maps.
+from per-triangle affine coefficients, inside candidates get an int64 key ``(quantised depth << b) | candidate``
+(b = bits of the candidate count, the depth gets the other 62 − b bits) and a ``scatter_reduce(amin)`` onto the pixel
+grid keeps the nearest candidate per pixel (ties: lower triangle index), whose barycentrics are already known.
+:func:`rasterize_sparse` returns only the covered pixels (what the renderer and the flow need); :func:`rasterize`
+scatters them into dense maps.
 """
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ def rasterize_sparse(vertices: torch.Tensor, triangles: torch.Tensor, size: int 
     winner = keep.index_select(0, buf.index_select(0, pixel) & ((1 << bits) - 1))
     bary = torch.stack([b0.index_select(0, winner), b1.index_select(0, winner), b2.index_select(0, winner)], 1)
     bary = bary.clamp(min=0)
-    bary = bary / bary.sum(1, keepdim=True)
+    bary = bary / bary.sum(1, keepdim=True)  # clamping the ≥ −1e-5 edge values keeps interpolation inside the triangle
     return pixel, fid.index_select(0, winner), bary
 
 

@@ -54,22 +54,25 @@ class ShotFusion(nn.Module):
 
 
 class LabelEncoder(nn.Sequential):
-    """Label map ``(N, 1, H, W)`` → ``(N, C, H/2^n, W/2^n)``: 3×3 conv then ``n_downsample`` stride-2 convs."""
+    """Label map ``(N, 1, H, W)`` → ``(N, widths[-1], H/2^n, W/2^n)``: 3×3 conv to ``widths[0]`` then a stride-2 conv
+    per further width (n = len(widths) − 1; growing widths keep the full-resolution layer cheap)."""
 
-    def __init__(self, channels: int, n_downsample: int, *, norm: str = "instance", spectral: bool = True):
-        layers = [ConvNormAct(1, channels, norm=norm, spectral=spectral)]
-        layers += [ConvNormAct(channels, channels, stride=2, norm=norm, spectral=spectral) for _ in range(n_downsample)]
+    def __init__(self, widths: list[int], *, norm: str = "instance", spectral: bool = True):
+        layers = [ConvNormAct(1, widths[0], norm=norm, spectral=spectral)]
+        layers += [ConvNormAct(widths[i - 1], widths[i], stride=2, norm=norm, spectral=spectral)
+                   for i in range(1, len(widths))]
         super().__init__(*layers)
 
 
 class TargetAttention(nn.Module):
-    """Target–reference attention: keys from reference label maps, query from the target label map."""
+    """Target–reference attention: keys from reference label maps, query from the target label map, each through a
+    :class:`LabelEncoder` of the given widths (the encoder widths up to the attention level)."""
 
-    def __init__(self, channels: int, n_downsample: int, *, norm: str = "instance", spectral: bool = True):
+    def __init__(self, widths: list[int], *, norm: str = "instance", spectral: bool = True):
         super().__init__()
-        self.key_net = LabelEncoder(channels, n_downsample, norm=norm, spectral=spectral)
-        self.query_net = LabelEncoder(channels, n_downsample, norm=norm, spectral=spectral)
-        self.channels = channels
+        self.key_net = LabelEncoder(widths, norm=norm, spectral=spectral)
+        self.query_net = LabelEncoder(widths, norm=norm, spectral=spectral)
+        self.channels = widths[-1]
 
     def keys(self, ref_labels: torch.Tensor) -> torch.Tensor:
         """``ref_labels (B, K, 1, H, W)`` → keys ``(B, K, C, h, w)`` (once per reference set)."""

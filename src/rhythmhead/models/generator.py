@@ -197,7 +197,7 @@ class Generator(nn.Module):
         self.enc_img, self.enc_lmk = encoder(3), encoder(1)
         if attention == "hybrid":
             self.fusion = ShotFusion(ch[self.attn_level], attn_channels=attn_channels, **kw)
-            self.target_attn = TargetAttention(ch[self.attn_level], self.attn_level, **kw)
+            self.target_attn = TargetAttention(ch[:self.attn_level + 1], **kw)
         self.comb = CombEncoder(ch, **kw)
 
         # -- per-frame networks -----------------------------------------------------------------------------------

@@ -63,31 +63,29 @@ class ResBlock(nn.Module):
 
 
 class SPADEModulation(nn.Module):
-    """γ/β of SPADE from one condition map: fixed (shared conv → ReLU → γ, β convs) or adaptive (a generated per-sample
-    1×1 weight ``(N, 2·C, C_cond)`` on the condition features, plus a learned bias)."""
+    """γ/β of SPADE from one condition: fixed (a conv on the condition's shared hidden activation, see
+    :class:`SPADEResBlock`) or adaptive (a generated per-sample 1×1 weight ``(N, 2·C, C_cond)`` applied to the condition
+    features themselves, plus a learned bias)."""
 
-    def __init__(self, channels: int, cond_channels: int, *, adaptive: bool, hidden: int = 64, kernel: int = 1):
+    def __init__(self, channels: int, in_channels: int, *, adaptive: bool, kernel: int = 1):
         super().__init__()
-        self.channels, self.cond_channels, self.adaptive = channels, cond_channels, adaptive
+        self.channels, self.in_channels, self.adaptive = channels, in_channels, adaptive
         if adaptive:
             self.bias = nn.Parameter(torch.zeros(2 * channels))
         else:
-            self.shared = nn.Sequential(nn.Conv2d(cond_channels, hidden, kernel, 1, kernel // 2), nn.ReLU())
-            self.gamma_beta = nn.Conv2d(hidden, 2 * channels, kernel, 1, kernel // 2)
+            self.gamma_beta = nn.Conv2d(in_channels, 2 * channels, kernel, 1, kernel // 2)
 
     def weight_shape(self) -> tuple[int, int]:
         """Shape ``(rows, cols)`` of the generated weight this modulation needs (adaptive only)."""
-        return 2 * self.channels, self.cond_channels
+        return 2 * self.channels, self.in_channels
 
     def forward(self, normed: torch.Tensor, cond: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """``normed (N, C, H, W)`` (already normalised), ``cond (N, C_cond, h, w)`` (resized to H×W here), ``weight``
-        ``(N, 2C, C_cond)`` when adaptive → modulated ``(N, C, H, W)``."""
-        if cond.shape[-2:] != normed.shape[-2:]:
-            cond = F.interpolate(cond, size=normed.shape[-2:], mode="nearest")
+        """``normed (N, C, H, W)`` (already normalised); ``cond (N, C_in, H, W)`` — the condition features (adaptive)
+        or their shared hidden activation (fixed); ``weight (N, 2C, C_in)`` when adaptive → ``(N, C, H, W)``."""
         if self.adaptive:
             gb = apply_generated(weight, cond) + self.bias[None, :, None, None]
         else:
-            gb = self.gamma_beta(self.shared(cond))
+            gb = self.gamma_beta(cond)
         gamma, beta = gb.chunk(2, dim=1)
         return normed * (1 + gamma) + beta
 
@@ -99,7 +97,8 @@ class SPADEResBlock(nn.Module):
     warped render) it is the non-linear composition block: the input is normalised once, modulated by a separate SPADE
     branch per condition, each branch goes through LeakyReLU, the branches are concatenated along channels and a conv
     follows; twice, then the shortcut (landmark-conditioned SPADE + 1×1 conv when the width changes) is added. Only the
-    first condition (the landmarks) may use generated (adaptive) weights.
+    first condition (the landmarks) may use generated (adaptive) weights. Each fixed condition's SPADE hidden
+    activation (conv → ReLU on the condition map) is computed once per block and shared by its γ/β convs.
     """
 
     def __init__(self, fin: int, fout: int, cond_channels: Sequence[int], *, adaptive: bool, norm: str = "instance",
@@ -107,50 +106,63 @@ class SPADEResBlock(nn.Module):
         super().__init__()
         fmid = min(fin, fout)
         self.n_cond = len(cond_channels)
+        self.adaptive = adaptive
         self.learned_shortcut = fin != fout
         self.norm_0 = make_norm(norm, fin, affine=False)
         self.norm_1 = make_norm(norm, fmid, affine=False)
+        pad = spade_kernel // 2
+        self.shared = nn.ModuleList(
+            nn.Identity() if (adaptive and j == 0) else
+            nn.Sequential(nn.Conv2d(cc, spade_hidden, spade_kernel, 1, pad), nn.ReLU())
+            for j, cc in enumerate(cond_channels))
 
-        def branches(ch):
-            return nn.ModuleList(SPADEModulation(ch, cc, adaptive=adaptive and j == 0, hidden=spade_hidden,
-                                                 kernel=spade_kernel) for j, cc in enumerate(cond_channels))
+        def modulation(ch, j):
+            is_adaptive = adaptive and j == 0
+            return SPADEModulation(ch, cond_channels[0] if is_adaptive else spade_hidden, adaptive=is_adaptive,
+                                   kernel=spade_kernel)
 
-        self.spade_0, self.spade_1 = branches(fin), branches(fmid)
+        self.spade_0 = nn.ModuleList(modulation(fin, j) for j in range(self.n_cond))
+        self.spade_1 = nn.ModuleList(modulation(fmid, j) for j in range(self.n_cond))
         self.conv_0 = sn(nn.Conv2d(self.n_cond * fin, fmid, 3, 1, 1), spectral)
         self.conv_1 = sn(nn.Conv2d(self.n_cond * fmid, fout, 3, 1, 1), spectral)
         if self.learned_shortcut:
             self.norm_s = make_norm(norm, fin, affine=False)
-            self.spade_s = SPADEModulation(fin, cond_channels[0], adaptive=adaptive, hidden=spade_hidden,
-                                           kernel=spade_kernel)
+            self.spade_s = modulation(fin, 0)
             self.conv_s = sn(nn.Conv2d(fin, fout, 1, bias=False), spectral)
 
     def weight_shapes(self) -> dict[str, tuple[int, int]]:
         """Generated-weight shapes this block needs for its adaptive landmark branch, by name."""
-        if not self.spade_0[0].adaptive:
+        if not self.adaptive:
             return {}
         shapes = {"spade_0": self.spade_0[0].weight_shape(), "spade_1": self.spade_1[0].weight_shape()}
         if self.learned_shortcut:
             shapes["spade_s"] = self.spade_s.weight_shape()
         return shapes
 
-    def _branches(self, spades, normed, conds, weight):
+    def _branches(self, spades, normed, hidden, weight):
         outs = []
-        for j, (spade, cond) in enumerate(zip(spades, conds)):
-            if cond is None:  # a dropped condition (the "raw" image): its branch contributes zeros
+        for j, (spade, h) in enumerate(zip(spades, hidden)):
+            if h is None:  # a dropped condition (the "raw" image): its branch contributes zeros
                 outs.append(torch.zeros_like(normed))
             else:
-                outs.append(F.leaky_relu(spade(normed, cond, weight if j == 0 else None), 0.2))
+                outs.append(F.leaky_relu(spade(normed, h, weight if j == 0 else None), 0.2))
         return torch.cat(outs, 1) if len(outs) > 1 else outs[0]
 
     def forward(self, x: torch.Tensor, conds: Sequence[torch.Tensor | None],
                 weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """``x (N, fin, H, W)``; ``conds`` one map per condition ``(N, C_j, h, w)`` (None drops a non-landmark
-        branch); ``weights`` the generated weights named as in :meth:`weight_shapes` → ``(N, fout, H, W)``."""
+        """``x (N, fin, H, W)``; ``conds`` one map per condition ``(N, C_j, h, w)`` (resized to H×W here; None drops
+        a non-landmark branch); ``weights`` the generated weights named as in :meth:`weight_shapes` →
+        ``(N, fout, H, W)``."""
         weights = weights or {}
-        h = self.conv_0(self._branches(self.spade_0, self.norm_0(x), conds, weights.get("spade_0")))
-        h = self.conv_1(self._branches(self.spade_1, self.norm_1(h), conds, weights.get("spade_1")))
+        hidden = []
+        for shared, cond in zip(self.shared, conds):
+            if cond is not None and cond.shape[-2:] != x.shape[-2:]:
+                cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
+            hidden.append(None if cond is None else shared(cond))
+        h = self.conv_0(self._branches(self.spade_0, self.norm_0(x), hidden, weights.get("spade_0")))
+        h = self.conv_1(self._branches(self.spade_1, self.norm_1(h), hidden, weights.get("spade_1")))
         if self.learned_shortcut:
-            x = self.conv_s(self.spade_s(self.norm_s(x), conds[0], weights.get("spade_s")))
+            x = self.conv_s(self.spade_s(self.norm_s(x), hidden[0], weights.get("spade_s")))
         return x + h
 
 

@@ -11,7 +11,10 @@ Architecture (PRNet's, widths scaled by ``base_channels``; PRNet = 16):
   changes, BN + ReLU after the sum) at widths 2c, 2c, 4c, 4c, 8c, 8c, 16c, 16c, 32c, 32c with stride 2 on the first of
   each pair: 256² → 8² × 32c;
 - decoder: 17 transposed convolutions 4×4 (BN + ReLU), stride 2 at the five up-sampling steps (8² → 256²), widths
-  32c, 16c×3, 8c×3, 4c×3, 2c×2, c×2, then 3, 3 and a 3-channel output with ``sigmoid`` (PRNet) or no activation.
+  32c, 16c×3, 8c×3, 4c×3, 2c×2, c×2, then 3, 3 and a 3-channel output with ``sigmoid`` (PRNet), no activation
+  (``linear``), or ``residual``: the output is added to a fixed mean position map (a buffer the training task fills
+  with the training set's mean face; the last layer starts at zero, so the untrained network *is* the mean shape and
+  only learns the image-specific offset — much faster to train on small data than PRNet's absolute regression).
 
 PyTorch note: a stride-1 transposed 4×4 convolution cannot keep the size with symmetric padding, so the stride-1 decoder
 layers are 3×3 transposed convolutions (padding 1); the stride-2 ones are 4×4 with padding 1, as PRNet's "SAME" layers.
@@ -64,15 +67,15 @@ class UnprojectionNet(nn.Module):
     Args:
         image_size: input and output side in pixels (a power of two ≥ 64; the paper: 256).
         base_channels: width multiplier ``c`` (PRNet: 16; the ``fast`` preset narrower).
-        output: ``"sigmoid"`` (PRNet; positions in [0, 1]) or ``"linear"``.
+        output: ``"sigmoid"`` (PRNet; positions in [0, 1]), ``"linear"``, or ``"residual"`` (mean map + linear offset).
     """
 
     def __init__(self, image_size: int = 256, base_channels: int = 16, output: str = "sigmoid"):
         super().__init__()
         if image_size < 64 or image_size & (image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 64, got {image_size}")
-        if output not in ("sigmoid", "linear"):
-            raise ValueError(f"output must be 'sigmoid' or 'linear', got {output!r}")
+        if output not in ("sigmoid", "linear", "residual"):
+            raise ValueError(f"output must be 'sigmoid', 'linear' or 'residual', got {output!r}")
         self.image_size, self.output = image_size, output
         c = base_channels
         widths = [2 * c, 2 * c, 4 * c, 4 * c, 8 * c, 8 * c, 16 * c, 16 * c, 32 * c, 32 * c]
@@ -91,6 +94,18 @@ class UnprojectionNet(nn.Module):
             in_ch = w
         dec.append(_up(in_ch, 3, 1, act=False))
         self.decoder = nn.Sequential(*dec)
+        if output == "residual":
+            last = dec[-1][0]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            # the mean position map (normalised units); set with ``set_mean_map`` before training, saved in state_dict
+            self.register_buffer("mean_map", torch.full((3, image_size, image_size), 0.5))
+
+    @torch.no_grad()
+    def set_mean_map(self, mean_map: torch.Tensor) -> None:
+        """Set the ``residual`` output's base ``(3, S, S)`` normalised position map."""
+        assert_shape(mean_map, [3, self.image_size, self.image_size], "mean_map")
+        self.mean_map.copy_(mean_map)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Predict the position map.
@@ -102,7 +117,11 @@ class UnprojectionNet(nn.Module):
         """
         assert_shape(image, [None, 3, self.image_size, self.image_size], "image")
         out = self.decoder(self.encoder(image))
-        return torch.sigmoid(out) if self.output == "sigmoid" else out
+        if self.output == "sigmoid":
+            return torch.sigmoid(out)
+        if self.output == "residual":
+            return out + self.mean_map
+        return out
 
 
 def position_map_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

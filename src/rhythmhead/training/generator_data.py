@@ -25,6 +25,7 @@ access over many clips stays cheap.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +138,22 @@ class GeneratorDataset(torch.utils.data.Dataset):
     def __init__(self, stores: list[ClipStore], clips: list[tuple[int, str]], cfg: GeneratorDataConfig, seed: int = 0,
                  augment: bool = True):
         self.stores, self.cfg, self.seed, self.augment = stores, cfg, seed, augment
-        self.clips = [c for c in clips if stores[c[0]].record(c[1])["frames"] >= max(cfg.min_frames, 2)]
-        if not self.clips:
-            raise InputError(f"no clip with at least {cfg.min_frames} frames to train the generator on", stores[0].root)
-        self._frames = _FrameSource(cfg.frame_cache_dir, cfg.cache_clips)
         self._tracks: dict[tuple[int, str], dict] = {}
+        self.clips, self.skipped = [], []
+        for c in clips:
+            if stores[c[0]].record(c[1])["frames"] < max(cfg.min_frames, 2):
+                continue
+            try:
+                self._track(c)
+            except InputError as exc:  # a damaged clip must not stop training: skip it, say so
+                self.skipped.append(str(exc))
+                warnings.warn(f"skipping clip: {exc}")
+                continue
+            self.clips.append(c)
+        if not self.clips:
+            raise InputError(f"no usable clip with at least {cfg.min_frames} frames to train the generator on",
+                             stores[0].root)
+        self._frames = _FrameSource(cfg.frame_cache_dir, cfg.cache_clips)
         self._meshes: dict[tuple[int, str], object] = {}
         self._triangles = face_triangles_tensor()
 
@@ -209,7 +221,7 @@ def reference_mesh(frames: np.ndarray, track: dict, ref_fraction: float, shots: 
     """``(textured mesh, key frame index)`` of a clip's reference key frame (see :func:`reference_key_frame`)."""
     n_pool = reference_pool(track["pose"].shape[0], ref_fraction, shots)
     k = reference_key_frame(track["pose"], n_pool)
-    return build_textured_mesh(np.ascontiguousarray(frames[k]), track["mesh"][k], track["pose"][k]), k
+    return build_textured_mesh(np.array(frames[k]), track["mesh"][k], track["pose"][k]), k
 
 
 def make_sample(frames: np.ndarray, track: dict, mesh, key_index: int, refs, warp_slot: int, target: int, *,

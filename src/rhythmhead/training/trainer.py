@@ -241,6 +241,8 @@ class ValHook(HookBase):
         means = {k: sum(v) / len(v) for k, v in sorted(merged.items())}
         if self.writer is not None and means:
             self.writer.write(t.step, means)
+            tqdm.write(f"{t.task.stage} step {t.step}: " + "  ".join(f"{k} {v:.4g}" for k, v in means.items()),
+                       file=sys.stderr)
         return means
 
     def after_train(self) -> None:

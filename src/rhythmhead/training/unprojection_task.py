@@ -3,7 +3,8 @@
 Pairs come from :mod:`rhythmhead.training.unprojection_data` (crops and the position maps of their MediaPipe meshes,
 speaker-disjoint train/val split). Loss: MSE on the position map inside the UV face mask, or PRNet's region-weighted MSE
 (``loss.region_weighting``: 68 landmarks 16, eyes/nose/mouth 4, rest of the face 3, outside 0; normalised to mean 1).
-Adam (PRNet: lr 1e-4, decayed by 0.5 every ``lr_half_every`` steps).
+Adam (PRNet: lr 1e-4, decayed by 0.5 every ``lr_half_every`` steps). With ``model.output: residual`` the network's
+base map is set at build time to the mean position map of the training frames (saved with the weights).
 
 Validation reports the position-map MSE and the 68-landmark error of the sampled vertices normalised by the
 inter-ocular (outer eye corner) distance, ``nme68``.
@@ -90,6 +91,7 @@ class UnprojectionTask(TrainTask):
         self.store = ClipStore(data_dir) if data_dir is not None else None
         self.device = torch.device("cpu")
         self._weights: torch.Tensor | None = None
+        self._datasets: dict[str, PositionMapFrames] = {}
 
     # -- data -----------------------------------------------------------------------------------------------------
     def split(self, split: str) -> list[str]:
@@ -100,6 +102,11 @@ class UnprojectionTask(TrainTask):
         return train if split == "train" else val
 
     def dataset(self, split: str) -> PositionMapFrames:
+        if split not in self._datasets:
+            self._datasets[split] = self._make_dataset(split)
+        return self._datasets[split]
+
+    def _make_dataset(self, split: str) -> PositionMapFrames:
         d, ids = self.cfg.data, self.split(split)
         if split == "train" and not ids:
             raise InputError("no training clips in this store", self.data_dir)
@@ -111,7 +118,11 @@ class UnprojectionTask(TrainTask):
     # -- networks -------------------------------------------------------------------------------------------------
     def build(self, device: torch.device) -> dict[str, torch.nn.Module]:
         self.device = torch.device(device)
-        self.modules = {"unprojection": UnprojectionNet(**asdict(self.cfg.model)).to(self.device)}
+        net = UnprojectionNet(**asdict(self.cfg.model))
+        if self.cfg.model.output == "residual" and self.store is not None:
+            train = self.dataset("train")  # the mean face of the training frames is the residual's base
+            net.set_mean_map(train.target(train.meshes.mean(0)))
+        self.modules = {"unprojection": net.to(self.device)}
         return self.modules
 
     def make_optimizers(self, modules):

@@ -1,0 +1,293 @@
+"""``rhythmhead generate``: a reference clip or photo + speech → an mp4 of that person speaking, with rhythmic head motion.
+
+The command parses, validates every input before any model is loaded (fail fast: one line and exit status 2 for a
+missing file, a photo without a face, a too-short / silent / too-long speech, a corrupt or wrong-stage checkpoint),
+then calls :class:`rhythmhead.inference.pipeline.TalkingHeadPipeline`. Output files are written atomically: a failure
+leaves nothing under ``--out`` (nor in ``--save-intermediates``).
+
+``--jobs JOBS.jsonl`` loads the models once and runs one generation per line; each line is a JSON object whose keys are
+this command's option names (``"reference"``, ``"audio"``, ``"out"``, ``"motion_scale"`` or ``"motion-scale"``, ...);
+options given on the command line are the defaults of every job. Every job's files and speech are checked before the
+models load; a job that still fails (e.g. no face in its photo) is reported and the others run; the exit status is 2
+if any job failed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+
+OUT_SUFFIXES = (".mp4", ".mov", ".mkv")
+JOB_KEYS = ("reference", "audio", "out", "pose_from", "still", "motion_scale", "motion_style", "expression_from",
+            "expression_scale", "blink", "seed", "finetune_steps", "paste_back", "save_intermediates", "max_seconds",
+            "unprojector")
+GLOBAL_KEYS = ("models", "device", "preset", "jobs")
+
+
+@dataclass
+class Job:
+    """One generation's options, as given (paths still strings) plus what validation loaded."""
+
+    options: dict
+    line: int | None = None
+    audio: object = None
+    reference: object = None
+    pose_track: object = None
+    expression_ref: object = None
+    style: object = None
+    notes: list = field(default_factory=list)
+    face_seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"job {self.line}" if self.line is not None else "generate"
+
+
+def _where(job: Job, key: str) -> str:
+    return f"{job.name}: --{key.replace('_', '-')}" if job.line is not None else f"--{key.replace('_', '-')}"
+
+
+def check_files(job: Job) -> None:
+    """Cheap checks (headers only): required options, output path, input files readable and of the right kind."""
+    from ..media.io import IMAGE_SUFFIXES, probe
+    from .inputs import check_reference_file
+
+    o = job.options
+    for key in ("reference", "audio", "out"):
+        if not o.get(key):
+            raise click.UsageError(f"{_where(job, key)} is required" + (" (or --jobs FILE)" if job.line is None else ""))
+    out = Path(o["out"])
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        raise InputError(f"output must end in {', '.join(OUT_SUFFIXES)}", out)
+    if out.exists() and out.is_dir():
+        raise InputError("output is a directory", out)
+    for key in ("reference", "audio", "pose_from", "expression_from", "motion_style"):
+        if o.get(key) and Path(o[key]).resolve() == out.resolve():
+            raise InputError(f"the output would overwrite the {key.replace('_', ' ')} input", out)
+    if o.get("pose_from") and o.get("still"):
+        raise click.UsageError(f"{_where(job, 'pose_from')} and --still exclude each other")
+    check_reference_file(o["reference"])
+    info = probe(o["audio"])
+    if not info.has_audio:
+        raise InputError("has no audio track; give a speech recording", o["audio"])
+    if o.get("pose_from") and Path(o["pose_from"]).suffix.lower() != ".npy":
+        check_reference_file(o["pose_from"], "pose source")
+    if o.get("expression_from"):
+        check_reference_file(o["expression_from"], "expression source")
+    if o.get("motion_style"):
+        p = Path(o["motion_style"])
+        if p.suffix.lower() in IMAGE_SUFFIXES or not probe(p).has_audio:
+            raise InputError("a motion style must be a video with speech", p)
+    if o.get("pose_from") and Path(o["pose_from"]).suffix.lower() == ".npy":
+        from .inputs import load_pose_track
+
+        job.pose_track = load_pose_track(o["pose_from"])
+
+
+def check_audio(job: Job) -> None:
+    from .inputs import MAX_AUDIO_S, load_driving_audio
+
+    o = job.options
+    limit = o.get("max_seconds")
+    job.audio = load_driving_audio(o["audio"], max_seconds=MAX_AUDIO_S if limit is None else float(limit))
+
+
+def check_faces(job: Job, echo) -> None:
+    """Track the faces of the reference (and of any driving/style video): no face → InputError, several → a warning."""
+    from .inputs import load_pose_track, load_reference
+    from .reference import load_style_clip
+
+    o = job.options
+    start = time.perf_counter()
+    job.reference, notes = load_reference(o["reference"])
+    if o.get("pose_from") and job.pose_track is None:
+        job.pose_track = load_pose_track(o["pose_from"])
+    if o.get("expression_from"):
+        job.expression_ref, more = load_reference(o["expression_from"])
+        notes += more
+    if o.get("motion_style"):
+        job.style = load_style_clip(o["motion_style"])
+    for note in notes:
+        echo(f"warning: {note}")
+    job.notes += notes
+    job.face_seconds = time.perf_counter() - start
+
+
+def run_job(pipe, job: Job, echo, progress: bool = True) -> dict:
+    """Generate one job with a loaded pipeline; returns its summary."""
+    from tqdm import tqdm
+
+    o = job.options
+    start = time.perf_counter()
+    result = pipe(job.reference, job.audio, pose_from=job.pose_track, still=bool(o.get("still")),
+                  motion_scale=float(o.get("motion_scale", 1.0)), motion_style=job.style,
+                  expression_from=job.expression_ref, expression_scale=float(o.get("expression_scale", 1.0)),
+                  blink=bool(o.get("blink", True)), seed=int(o.get("seed", 0)),
+                  finetune_steps=int(o.get("finetune_steps", 0)), paste_back=bool(o.get("paste_back")),
+                  save_intermediates=o.get("save_intermediates"), unprojector=o.get("unprojector") or "mediapipe")
+    for note in result.notes:
+        if note not in job.notes:
+            echo(f"warning: {note}")
+    bar = tqdm(total=result.n_frames, unit="frame", desc=Path(o["out"]).name, disable=not progress, leave=False)
+
+    def on_progress(done, total):
+        bar.update(done - bar.n)
+
+    try:
+        result.save(o["out"], progress=on_progress)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start + job.face_seconds
+    stages = {"face_track": {"seconds": round(job.face_seconds, 4), "items": len(job.reference.frames), "fps": None},
+              **result.timer.summary()}
+    return {"out": str(o["out"]), "frames": result.n_frames, "seconds": seconds,
+            "fps": result.n_frames / seconds if seconds > 0 else None, "stages": stages,
+            **{k: v for k, v in result.describe().items() if k in ("motion", "expression", "shots", "photo")}}
+
+
+def format_summary(summary: dict) -> str:
+    """A few lines: output, frames, speed, per-stage times."""
+    lines = [f"wrote {summary['out']}: {summary['frames']} frames ({summary['frames'] / 25:.2f} s) in "
+             f"{summary['seconds']:.1f} s = {summary['fps']:.1f} frames/s; motion: {summary.get('motion')}, "
+             f"expression: {summary.get('expression')}"]
+    stages = summary["stages"]
+    if stages:
+        width = max(len(k) for k in stages)
+        for name, s in stages.items():
+            rate = f"{s['fps']:.1f} frames/s" if s.get("fps") else ""
+            lines.append(f"  {name:<{width}}  {s['seconds']:8.2f} s  {rate}")
+    return "\n".join(lines)
+
+
+def read_jobs(path: str | Path, defaults: dict) -> list[Job]:
+    """Parse a JSONL jobs file: one JSON object per non-empty line, keys = option names (``-`` or ``_``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("jobs file not found", p)
+    jobs = []
+    for number, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"line {number} is not valid JSON ({exc.msg})", p) from None
+        if not isinstance(item, dict):
+            raise InputError(f"line {number} must be a JSON object of option: value", p)
+        item = {k.replace("-", "_"): v for k, v in item.items()}
+        unknown = sorted(set(item) - set(JOB_KEYS))
+        if unknown:
+            bad = ", ".join(unknown)
+            hint = " (models/device/preset are set once on the command line)" if set(unknown) & set(GLOBAL_KEYS) else ""
+            raise InputError(f"line {number} has unknown option(s) {bad}{hint}", p)
+        jobs.append(Job({**defaults, **item}, line=number))
+    if not jobs:
+        raise InputError("jobs file holds no job", p)
+    outs = [str(Path(j.options.get("out", "")).resolve()) for j in jobs]
+    dupes = sorted({o for o in outs if outs.count(o) > 1})
+    if dupes:
+        raise InputError(f"several jobs write the same output {dupes[0]}", p)
+    return jobs
+
+
+@click.command("generate", context_settings={"max_content_width": 110})
+@click.option("--reference", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Reference video (a few seconds of the person speaking) or photo.")
+@click.option("--audio", type=click.Path(dir_okay=False), metavar="FILE", help="Speech to say (wav/mp3/m4a/video).")
+@click.option("--out", type=click.Path(dir_okay=False), metavar="OUT.mp4", help="Output video.")
+@click.option("--models", type=click.Path(file_okay=False), metavar="DIR",
+              help="Models folder (tools/make_bundle.py); default: the bundled models.")
+@click.option("--pose-from", metavar="VIDEO|NPY", help="Take the head poses from a video or a (T, 6) .npy.")
+@click.option("--still", is_flag=True, help="Hold the reference's mean head pose.")
+@click.option("--motion-scale", type=click.FloatRange(0, 5), default=1.0, show_default=True,
+              help="Head-motion amplitude about the reference's mean pose (0 = still).")
+@click.option("--motion-style", metavar="CLIP", help="A video with speech whose head-motion style drives the head.")
+@click.option("--expression-from", metavar="VIDEO", help="Take the facial expression from a video.")
+@click.option("--expression-scale", type=click.FloatRange(0, 5), default=1.0, show_default=True,
+              help="Expression amplitude about the neutral face.")
+@click.option("--blink/--no-blink", default=True, show_default=True, help="Add natural random blinks.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the blinks and of fine-tuning.")
+@click.option("--finetune-steps", type=click.IntRange(0, 2000), default=0, show_default=True,
+              help="Test-time fine-tuning steps of G on the reference frames (paper: 70).")
+@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
+              help="Run settings (K reference frames, chunk, batch) and the bundle's preset sub-folder if any.")
+@click.option("--paste-back", is_flag=True, help="Paste the face back into the reference's original frame.")
+@click.option("--save-intermediates", metavar="DIR", help="Also write poses/landmarks/codes .npy, renders and plots.")
+@click.option("--unprojector", type=click.Choice(["mediapipe", "network"]), default="mediapipe", show_default=True,
+              help="Mesh of the key frame: the tracked MediaPipe mesh or the bundle's unprojection network.")
+@click.option("--max-seconds", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Longest speech accepted, in seconds (0 = no limit).")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu, cuda, cuda:1.")
+@click.option("--jobs", type=click.Path(dir_okay=False), metavar="JOBS.jsonl",
+              help="Run one job per JSON line, loading the models once.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def generate(reference, audio, out, models, pose_from, still, motion_scale, motion_style, expression_from,
+             expression_scale, blink, seed, finetune_steps, preset, paste_back, save_intermediates, unprojector,
+             max_seconds, device, jobs, quiet):
+    """Make a video of the reference person saying the speech, with lip motion and rhythmic head motion.
+
+    \b
+    Examples:
+      rhythmhead generate --reference me.mp4 --audio speech.wav --out talk.mp4
+      rhythmhead generate --reference photo.jpg --audio speech.wav --out talk.mp4 --motion-style other.mp4
+      rhythmhead generate --reference me.mp4 --audio speech.wav --out talk.mp4 --pose-from poses.npy \\
+          --expression-scale 1.3 --no-blink --save-intermediates debug/
+      rhythmhead generate --models runs/bundle --jobs jobs.jsonl     # {"reference": ..., "audio": ..., "out": ...}
+    """
+    from .bundle import check_bundle, resolve_models_dir
+
+    echo = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    options = {"reference": reference, "audio": audio, "out": out, "pose_from": pose_from, "still": still,
+               "motion_scale": motion_scale, "motion_style": motion_style, "expression_from": expression_from,
+               "expression_scale": expression_scale, "blink": blink, "seed": seed, "finetune_steps": finetune_steps,
+               "paste_back": paste_back, "save_intermediates": save_intermediates, "max_seconds": max_seconds,
+               "unprojector": unprojector}
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA device available")
+    if jobs:
+        job_list = read_jobs(jobs, {k: v for k, v in options.items() if k not in ("reference", "audio", "out")})
+    else:
+        job_list = [Job(options)]
+
+    # 1. cheap checks of every job, then the checkpoints' headers, then the speech: all before loading any model
+    for job in job_list:
+        check_files(job)
+    root = resolve_models_dir(models, preset)
+    metas = check_bundle(root)
+    if unprojector == "network" and "unprojection" not in metas:
+        raise InputError("--unprojector network needs unprojection.safetensors in the models folder", root)
+    for job in job_list:
+        check_audio(job)
+    # 2. faces of a single job before the models load (a batch tracks each job's faces when it runs)
+    if len(job_list) == 1 and not jobs:
+        check_faces(job_list[0], echo)
+
+    from .pipeline import TalkingHeadPipeline
+
+    start = time.perf_counter()
+    pipe = TalkingHeadPipeline.load(root, device=device, preset=preset)
+    echo(f"loaded models from {root} in {time.perf_counter() - start:.1f} s ({preset} preset, K = {pipe.settings.shots})")
+    failed = 0
+    for job in job_list:
+        try:
+            if job.reference is None:
+                check_faces(job, echo)
+            summary = run_job(pipe, job, echo, progress=not quiet)
+        except InputError as exc:
+            if not jobs:
+                raise
+            failed += 1
+            echo(f"error: {job.name}: {exc}")
+            continue
+        click.echo(format_summary(summary))
+    if failed:
+        echo(f"{failed} of {len(job_list)} jobs failed")
+        raise click.exceptions.Exit(2)

@@ -1,0 +1,312 @@
+"""Per-reference preparation, computed ONCE per reference and reused for every frame (DESIGN.md §1).
+
+From a prepared reference (:class:`rhythmhead.data.preprocess.Reference`: crops, landmarks, mesh, pose, frontal, key
+frame) this module computes everything the per-frame loop needs:
+
+* **K references for G** — frames spread over the reference's head poses (farthest-point sampling of the rotation
+  vectors, starting from the most frontal frame), resized to G's image size, with their label maps; G's K-shot
+  embedding (:meth:`Generator.embed_references`). A photo gives K = 1.
+* **The textured mesh** of the key frame (:func:`rhythmhead.geometry.mesh.build_textured_mesh`), from the tracked
+  MediaPipe mesh or from the unprojection network, and the key frame's frontal landmarks (the render's label).
+* **Φ's extrapolating layer** ``W, b``: a video with speech encodes its own first τ frames of (smoothed, normalised)
+  pose + audio; a photo (or a silent video) uses a *motion style* — another clip's pose + audio (``motion_style=CLIP``)
+  or the bundle's default style. A style carries its own mean pose; ``pose_offset`` moves the extrapolated poses onto
+  the reference's mean pose.
+* **Ψ's reference code** and the reference's **identity offset** (closed-mouth frame of the reference's frontal
+  landmarks, :class:`rhythmhead.data.pca.ExpressionPCA`), and the neutral code the expression scale pivots on.
+* Optional **test-time fine-tuning** of a copy of G (and D) on the K references (:func:`rhythmhead.models.finetune.finetune`).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+CROP = 256  # reference crops and all landmark/pose pixel units are in the 256² crop
+
+
+@dataclass
+class PreparedReference:
+    """What the per-frame loop reads (see the module docstring). Arrays in crop pixels unless said otherwise.
+
+    Attributes:
+        reference: the :class:`~rhythmhead.data.preprocess.Reference` it was made from.
+        shots: ``(K,)`` frame indices of the K references.
+        shot_poses: ``(K, 6)`` their poses.
+        ref_images: ``(1, K, 3, S, S)`` in [−1, 1] on the device (S = G's image size).
+        ref_labels: ``(1, K, 1, S, S)``.
+        embedding: G's K-shot embedding (B = 1).
+        generator: the G to use (the bundle's, or a fine-tuned copy).
+        mesh: the key frame's :class:`~rhythmhead.geometry.mesh.TexturedMesh`.
+        key_frontal: ``(68, 3)`` frontal landmarks of the key frame (posed → the render's label).
+        anchor_pose: ``(6,)`` the reference's mean pose (the pivot of ``motion_scale`` and the ``still`` pose).
+        motion_weight, motion_bias: Φ's layer, ``(1, F, 6)`` and ``(1, 6)`` on the device.
+        pose_offset: ``(6,)`` added to the extrapolated raw poses (zero for the reference's own motion).
+        motion_source: "reference", "style:<file>" or "default style".
+        ref_code: ``(n,)`` Ψ's reference input; identity_offset ``(68, 3)``; neutral_code ``(n,)``.
+        finetune_history: per-step losses when fine-tuned.
+        notes: warnings for the user.
+    """
+
+    reference: object
+    shots: np.ndarray
+    shot_poses: np.ndarray
+    ref_images: torch.Tensor
+    ref_labels: torch.Tensor
+    embedding: object
+    generator: torch.nn.Module
+    mesh: object
+    key_frontal: np.ndarray
+    anchor_pose: np.ndarray
+    motion_weight: torch.Tensor
+    motion_bias: torch.Tensor
+    pose_offset: np.ndarray
+    motion_source: str
+    ref_code: np.ndarray
+    identity_offset: np.ndarray
+    neutral_code: np.ndarray
+    finetune_history: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.ref_images.shape[-1])
+
+    @property
+    def is_image(self) -> bool:
+        return bool(self.reference.is_image)
+
+
+def slice_reference(ref, stop: int):
+    """The first ``stop`` frames of a Reference as a Reference (key frame recomputed on them)."""
+    from ..geometry.pose import key_frame
+
+    if not 1 <= stop <= len(ref.frames):
+        raise ValueError(f"stop must be in 1..{len(ref.frames)}, got {stop}")
+    cut = {name: getattr(ref, name)[:stop] for name in ("frames", "landmarks", "mesh", "pose", "frontal", "boxes",
+                                                          "found")}
+    return dataclasses.replace(ref, **cut, key_frame=key_frame(torch.from_numpy(np.ascontiguousarray(cut["pose"]))))
+
+
+def choose_shots(pose: np.ndarray, k: int, start: int) -> np.ndarray:
+    """K frame indices spread over head rotation: farthest-point sampling of the rotation vectors from ``start``.
+
+    Fewer than K frames give all frames. The result is sorted.
+    """
+    n = len(pose)
+    if n <= k:
+        return np.arange(n)
+    rot = np.asarray(pose[:, :3], np.float64)
+    chosen = [int(start)]
+    dist = np.abs(rot - rot[start]).sum(1)
+    for _ in range(k - 1):
+        nxt = int(dist.argmax())
+        if dist[nxt] <= 0:  # every remaining frame has a chosen pose: spread over time instead
+            rest = np.setdiff1d(np.arange(n), chosen)
+            chosen += list(rest[np.linspace(0, len(rest) - 1, k - len(chosen)).astype(int)])
+            break
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.abs(rot - rot[nxt]).sum(1))
+    return np.array(sorted(set(chosen)), dtype=np.int64)
+
+
+def to_network_images(frames: np.ndarray, size: int) -> torch.Tensor:
+    """``(N, 256, 256, 3)`` uint8 crops → ``(N, 3, size, size)`` float32 in [−1, 1] (area-resized when smaller)."""
+    import cv2
+
+    if frames.shape[1] != size:
+        interp = cv2.INTER_AREA if size < frames.shape[1] else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=interp) for f in frames])
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def label_maps(landmarks: np.ndarray, size: int) -> torch.Tensor:
+    """``(N, 68, 2|3)`` crop-pixel landmarks → ``(N, 1, size, size)`` label maps drawn at G's size."""
+    from ..geometry.labelmap import draw_label_map
+
+    return torch.from_numpy(draw_label_map(np.asarray(landmarks, np.float64)[..., :2] * (size / CROP), size))
+
+
+def smooth_poses(pose: np.ndarray, taps: int) -> np.ndarray:
+    from .controls import smooth
+
+    return smooth(np.asarray(pose, np.float32), taps)
+
+
+@torch.no_grad()
+def encode_motion(motion, pose: np.ndarray, wave: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Φ's layer ``W (1, F, 6)``, ``b (1, 6)`` from τ frames of raw pose ``(τ', 6)`` and their audio at Φ's rate.
+
+    The first ``min(τ', motion.tau)`` frames are used; poses are smoothed as in training, then normalised.
+    """
+    from ..audio.windows import frame_windows, samples_per_frame
+
+    tau = max(1, min(len(pose), motion.tau))
+    spf = samples_per_frame(motion.audio_rate, motion.fps)
+    windows = frame_windows(np.asarray(wave, np.float32), len(pose), spf)[:tau]
+    norm = (smooth_poses(pose, motion.smooth_taps)[:tau] - motion.pose_mean) / motion.pose_std
+    w, b = motion.net.encode_reference(torch.from_numpy(windows)[None].to(device),
+                                       torch.from_numpy(norm.astype(np.float32))[None].to(device))
+    return w, b
+
+
+@dataclass(frozen=True)
+class StyleClip:
+    """A motion-style clip read ahead of time: its Reference and its speech ``wave`` at ``rate`` Hz."""
+
+    reference: object
+    wave: np.ndarray
+    rate: int
+
+
+def load_style_clip(path, rate: int = 16000) -> StyleClip:
+    """Track a style clip and read its speech (InputError when it has no face or no speech)."""
+    from .inputs import clip_audio, load_reference
+
+    ref, _ = load_reference(path)
+    wave = clip_audio(path, rate, len(ref.pose))
+    if wave is None:
+        raise InputError("the motion style clip needs speech (it has no audio track or only silence)", path)
+    return StyleClip(ref, wave, rate)
+
+
+def _style_from_clip(motion, clip, device):
+    """``(W, b, anchor_pose)`` of a style clip (a path or a :class:`StyleClip`) — its poses and its own speech."""
+    from .inputs import resample
+
+    style = clip if isinstance(clip, StyleClip) else load_style_clip(clip, motion.audio_rate)
+    wave = resample(style.wave, style.rate, motion.audio_rate)
+    pose = style.reference.pose
+    w, b = encode_motion(motion, pose, wave, device)
+    tau = max(1, min(len(pose), motion.tau))
+    return w, b, pose[:tau].mean(0).astype(np.float32)
+
+
+def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shots: int = 8,
+            motion_style=None, finetune_steps: int = 0, unprojector: str = "mediapipe", seed: int = 0,
+            device: str | torch.device = "cpu", notes: list[str] | None = None) -> PreparedReference:
+    """Prepare one reference (see the module docstring).
+
+    Args:
+        bundle: a loaded :class:`rhythmhead.inference.bundle.Bundle`.
+        reference: a :class:`rhythmhead.data.preprocess.Reference`.
+        reference_wave: the reference clip's own speech at Φ's rate, covering its frames (None: none usable).
+        shots: K for a video (a photo has 1).
+        motion_style: None (own motion, else the default style), or a clip (path or :class:`StyleClip`) whose pose
+            + speech set the style.
+        finetune_steps: test-time fine-tuning steps of a copy of G on the K references (0: none).
+        unprojector: ``"mediapipe"`` (the tracked mesh) or ``"network"`` (the bundle's unprojection network).
+        seed: fine-tuning draws.
+        device: where the tensors live.
+        notes: warnings gathered so far (appended to).
+    """
+    from ..geometry.mesh import build_textured_mesh, unproject
+
+    notes = list(notes or [])
+    ref = reference
+    gen_model = bundle.generator
+    size = gen_model.image_size
+    n_frames = len(ref.frames)
+    key = int(ref.key_frame)
+
+    # 1. K references for G, spread over the poses.
+    idx = choose_shots(ref.pose, 1 if ref.is_image else max(1, shots), key)
+    ref_images = to_network_images(ref.frames[idx], size)[None].to(device)
+    ref_labels = label_maps(ref.landmarks[idx], size)[None].to(device)
+
+    # 2. Textured mesh of the key frame.
+    if unprojector == "network":
+        if bundle.unprojection is None:
+            raise InputError("--unprojector network needs unprojection.safetensors in the models folder", bundle.root)
+        vertices = unproject(ref.frames[key], "network", bundle.unprojection)
+    elif unprojector == "mediapipe":
+        vertices = ref.mesh[key]
+    else:
+        raise ValueError(f"unknown unprojector {unprojector!r}")
+    mesh = build_textured_mesh(np.ascontiguousarray(ref.frames[key]), vertices, ref.pose[key]).to(device)
+
+    # 3. Φ's layer: own motion, a style clip, or the bundle's default style.
+    motion = bundle.motion
+    anchor = ref.pose.mean(0).astype(np.float32)
+    offset = np.zeros(6, np.float32)
+    if motion_style is not None:
+        w, b, style_anchor = _style_from_clip(motion, motion_style, device)
+        name = motion_style.reference.source if isinstance(motion_style, StyleClip) else motion_style
+        offset, source = anchor - style_anchor, f"style:{name}"
+    elif reference_wave is not None and not ref.is_image and n_frames >= 2:
+        w, b = encode_motion(motion, ref.pose, reference_wave, device)
+        source = "reference"
+    else:
+        if bundle.style is None:
+            raise InputError("a photo (or a silent reference video) needs a motion style: pass --motion-style CLIP, "
+                             "--pose-from, or --still (the models folder has no motion_style.npz)", bundle.root)
+        w = torch.from_numpy(bundle.style.weight)[None].to(device)
+        b = torch.from_numpy(bundle.style.bias)[None].to(device)
+        offset, source = anchor - bundle.style.anchor_pose, "default style"
+        if not ref.is_image:
+            notes.append(f"{ref.source}: the reference video has no usable speech; its head motion comes from the "
+                         "default motion style")
+
+    # 4. Expression: Ψ's reference code, identity offset, neutral code.
+    pca = bundle.expression.pca
+    frontal = np.asarray(ref.frontal, np.float32)
+    identity = np.asarray(pca.identity_offset(frontal), np.float32)
+    ref_code = np.asarray(pca.reference_code(frontal, keep_identity=bundle.expression.keep_identity), np.float32)
+    neutral = np.asarray(pca.encode(pca.template, np.zeros_like(pca.template)), np.float32)
+
+    # 5. G: optional fine-tuning of a copy, then the K-shot embedding (once).
+    generator = gen_model.net
+    history: list = []
+    if finetune_steps > 0:
+        history, generator = _finetune(gen_model, ref, idx, mesh, ref_images, ref_labels, finetune_steps, seed, device)
+    with torch.no_grad():
+        embedding = generator.embed_references(ref_images, ref_labels)
+    return PreparedReference(
+        reference=ref, shots=idx, shot_poses=ref.pose[idx].astype(np.float32), ref_images=ref_images,
+        ref_labels=ref_labels, embedding=embedding, generator=generator, mesh=mesh,
+        key_frontal=np.asarray(ref.frontal[key], np.float32), anchor_pose=anchor, motion_weight=w, motion_bias=b,
+        pose_offset=offset.astype(np.float32), motion_source=source, ref_code=ref_code, identity_offset=identity,
+        neutral_code=neutral, finetune_history=history, notes=notes)
+
+
+def render_inputs(mesh, key_frontal: np.ndarray, poses: np.ndarray, size: int, device
+                  ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The 3-D-aware render of the key-frame mesh at ``poses (N, 6)`` and its label maps, at G's size.
+
+    Returns ``render_images (N, 3, S, S)`` in [−1, 1], ``render_labels (N, 1, S, S)`` (on ``device``) and the 256²
+    renders ``(N, 256, 256, 3)`` uint8.
+    """
+    from ..geometry.mesh import render_textured
+    from ..geometry.pose import apply_pose
+
+    pose_t = torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32)).to(mesh.vertices.device)
+    images, _ = render_textured(mesh, pose_t, CROP)
+    images = images.cpu().numpy()
+    lmk = apply_pose(torch.from_numpy(key_frontal).to(pose_t), pose_t).cpu().numpy()
+    return to_network_images(images, size).to(device), label_maps(lmk, size).to(device), images
+
+
+def _finetune(gen_model, ref, idx, mesh, ref_images, ref_labels, steps, seed, device):
+    """Fine-tune a copy of G (and D) on the K references; returns ``(history, fine-tuned G)``."""
+    from ..geometry.labelmap import mouth_mask
+    from ..models.finetune import finetune
+
+    if gen_model.disc is None:
+        raise InputError("test-time fine-tuning needs the discriminator, which this generator export lacks",
+                         gen_model.path)
+    size = gen_model.image_size
+    generator, disc = copy.deepcopy(gen_model.net), copy.deepcopy(gen_model.disc)
+    render_images, render_labels, _ = render_inputs(mesh, np.asarray(ref.frontal[ref.key_frame], np.float32),
+                                                    ref.pose[idx], size, device)
+    masks = mouth_mask(torch.from_numpy(np.asarray(ref.landmarks[idx], np.float32)[..., :2] * (size / CROP)), size,
+                       gen_model.mouth_margin)
+    references = {"ref_images": ref_images, "ref_labels": ref_labels, "render_images": render_images[None],
+                  "render_labels": render_labels[None], "mouth_masks": masks[None].to(device),
+                  "poses": torch.from_numpy(ref.pose[idx].astype(np.float32))[None].to(device)}
+    history = finetune(generator, disc, references, steps=steps, seed=seed)
+    return history, generator.eval()

@@ -1,0 +1,188 @@
+"""Chunked generation: memory that does not grow with the audio's length (DESIGN.md §6).
+
+Two passes over the audio, both in chunks of ``chunk`` frames:
+
+1. **Motion plan** (cheap, per-frame numbers only): Φ's poses and Ψ's codes. The ``(T, 7, S)`` audio windows are never
+   built for the whole audio: :class:`AudioFrames` cuts the windows of one chunk from the wave on demand, and Φ's
+   temporal convolutions get ``context_frames`` extra frames on each side of the chunk so the chunked result equals the
+   unchunked one exactly (:func:`predict_poses`).
+2. **Frames** (:func:`synthesize`): per chunk, the 3-D-aware render at each pose, the label maps, G in micro-batches;
+   frames are yielded as they are made, and the caller encodes them at once.
+
+What does grow with T is the plan — poses ``(T,6)``, codes ``(T,n)``, landmarks ``(T,68,3)``, about 1 KB per frame —
+and the speech itself (held for the audio track); images and audio windows exist for one chunk at a time.
+:class:`StageTimer` accumulates wall time per stage for the summary and the benchmark.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+WINDOW_BEFORE = WINDOW_AFTER = 3  # frame t's window = chunks t−3 .. t+3 (docs/ARCHITECTURE.md)
+
+
+class StageTimer:
+    """Wall time and item counts per named stage: ``with timer("render", n=25): ...``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.items: dict[str, int] = {}
+
+    @contextmanager
+    def __call__(self, stage: str, n: int = 0):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            self.items[stage] = self.items.get(stage, 0) + n
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{stage: {"seconds", "items", "fps"}}`` (fps = items per second where items were counted)."""
+        out = {}
+        for stage, s in self.seconds.items():
+            n = self.items.get(stage, 0)
+            out[stage] = {"seconds": round(s, 4), "items": n, "fps": round(n / s, 2) if n and s > 0 else None}
+        return out
+
+
+def chunk_ranges(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``[start, stop)`` ranges of at most ``size`` covering ``0..n``."""
+    size = max(1, int(size))
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+class AudioFrames:
+    """A wave cut into T frames of S samples, giving the windows of any frame range on demand.
+
+    Equal to :func:`rhythmhead.audio.windows.frame_windows` (zero-padded to T·S, windows edge-padded at the ends of the
+    whole signal), without building ``(T, 7, S)``.
+
+    Args:
+        wave: ``(N,)`` mono float32 at the network's rate.
+        n_frames: T.
+        samples_per_frame: S.
+    """
+
+    def __init__(self, wave: np.ndarray, n_frames: int, samples_per_frame: int):
+        from ..audio.windows import fit_length
+
+        self.n_frames, self.spf = int(n_frames), int(samples_per_frame)
+        self._chunks = np.asarray(fit_length(np.asarray(wave, np.float32), self.n_frames * self.spf)
+                                  ).reshape(self.n_frames, self.spf)
+
+    def windows(self, start: int, stop: int) -> np.ndarray:
+        """``(stop − start, 7, S)`` float32 windows of frames ``start .. stop−1``."""
+        offsets = np.arange(-WINDOW_BEFORE, WINDOW_AFTER + 1)
+        index = np.clip(np.arange(start, stop)[:, None] + offsets[None], 0, self.n_frames - 1)
+        return self._chunks[index]
+
+
+@torch.no_grad()
+def predict_poses(net, weight: torch.Tensor, bias: torch.Tensor, audio: AudioFrames, chunk: int,
+                  timer: StageTimer | None = None) -> np.ndarray:
+    """Φ's extrapolation over all T frames, chunk by chunk → ``(T, 6)`` *normalised* poses.
+
+    Each chunk's audio features are computed with ``net.audio_encoder.context_frames`` frames of context on both
+    sides, so the result equals one unchunked call.
+    """
+    timer = timer or StageTimer()
+    ctx = int(getattr(net.audio_encoder, "context_frames", 2))
+    device = weight.device
+    out = np.zeros((audio.n_frames, 6), np.float32)
+    for start, stop in chunk_ranges(audio.n_frames, chunk):
+        with timer("phi", stop - start):
+            lo, hi = max(0, start - ctx), min(audio.n_frames, stop + ctx)
+            win = torch.from_numpy(audio.windows(lo, hi))[None].to(device)
+            feats = net.audio_encoder(win)[:, start - lo: stop - lo]
+            out[start:stop] = net.extrapolator(feats, weight, bias)[0].float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def predict_codes(net, ref_code: np.ndarray, audio: AudioFrames, chunk: int, timer: StageTimer | None = None
+                  ) -> np.ndarray:
+    """Ψ on every frame, chunk by chunk → ``(T, n)`` PCA codes."""
+    timer = timer or StageTimer()
+    device = next(net.parameters()).device
+    ref = torch.as_tensor(ref_code, dtype=torch.float32, device=device)[None]
+    out = np.zeros((audio.n_frames, len(ref_code)), np.float32)
+    for start, stop in chunk_ranges(audio.n_frames, chunk):
+        with timer("psi", stop - start):
+            win = torch.from_numpy(audio.windows(start, stop).reshape(stop - start, -1)).to(device)
+            out[start:stop] = net(win, ref.expand(len(win), -1)).float().cpu().numpy()
+    return out
+
+
+@dataclass
+class MotionPlan:
+    """Per-frame motion of a whole generation (crop pixels; see :mod:`rhythmhead.inference.pipeline`).
+
+    Attributes:
+        poses: ``(T, 6)``; codes: ``(T, n)`` expression codes (None when expressions come from a driving video);
+        frontal: ``(T, 68, 3)`` frontal landmarks; landmarks: ``(T, 68, 3)`` posed landmarks; closure: ``(T,)`` blinks.
+    """
+
+    poses: np.ndarray
+    codes: np.ndarray | None
+    frontal: np.ndarray
+    landmarks: np.ndarray
+    closure: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.poses)
+
+
+def nearest_shots(shot_poses: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    """For each target pose ``(N, 6)`` the index of the reference shot ``(K, 6)`` with the closest rotation."""
+    diff = np.abs(poses[:, None, :3] - shot_poses[None, :, :3]).mean(-1)
+    return diff.argmin(1)
+
+
+@torch.no_grad()
+def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, mouth_margin: float = 0.15,
+               timer: StageTimer | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Generate the frames of ``plan`` for a prepared reference, chunk by chunk.
+
+    Yields:
+        ``(frames (n, S, S, 3) uint8, renders (n, 256, 256, 3) uint8)`` per chunk of ``n ≤ chunk`` frames, in order.
+    """
+    from ..geometry.labelmap import mouth_mask
+    from .reference import CROP, label_maps, render_inputs
+
+    timer = timer or StageTimer()
+    gen = prepared.generator
+    device = prepared.ref_images.device
+    size = prepared.image_size
+    for start, stop in chunk_ranges(plan.n_frames, chunk):
+        n = stop - start
+        poses = plan.poses[start:stop]
+        with timer("render", n):
+            render_images, render_labels, renders = render_inputs(prepared.mesh, prepared.key_frontal, poses, size,
+                                                                  device)
+        with timer("labels", n):
+            lmk = plan.landmarks[start:stop]
+            target_labels = label_maps(lmk, size).to(device)
+            masks = mouth_mask(torch.from_numpy(np.asarray(lmk, np.float32)[..., :2] * (size / CROP)), size,
+                               mouth_margin).to(device)
+            warp = torch.from_numpy(nearest_shots(prepared.shot_poses, poses)).to(device)
+            warp_images = prepared.ref_images[0, warp]
+            warp_labels = prepared.ref_labels[0, warp]
+        frames = np.empty((n, size, size, 3), np.uint8)
+        with timer("generator", n):
+            for b0 in range(0, n, batch):
+                b1 = min(n, b0 + batch)
+                out = gen.generate(prepared.embedding.expand(b1 - b0), target_labels[b0:b1], warp_images[b0:b1],
+                                   warp_labels[b0:b1], render_images[b0:b1], render_labels[b0:b1],
+                                   mouth_mask=masks[b0:b1], need_raw=False)
+                img = ((out["image"].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                frames[b0:b1] = img.permute(0, 2, 3, 1).cpu().numpy()
+        yield frames, renders
