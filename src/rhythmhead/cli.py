@@ -7,7 +7,15 @@ printed as one line on stderr with exit status 2.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# OpenMP threads that spin while waiting make the small per-frame kernels ~50x slower on a busy or shared CPU; passive
+# waiting costs little on an idle one. Set before torch is imported (commands are imported lazily below).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# MediaPipe's C++ start-up lines (absl/TFLite) on stderr are noise to a user.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import click
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
-import torch
 
 from rhythmhead.cli import main
 from rhythmhead.config import load_config
@@ -61,6 +59,24 @@ def test_evaluate_rows_and_metrics(trained, tmp_path):
         assert 0 < row["ssim"] <= 1 and math.isfinite(row["psnr_db"]) and row["frames"] == 9
     assert len(list((tmp_path / "png").glob("*.png"))) == 3
     assert settings["shots"] == 2
+
+
+def test_validation_clips_are_the_held_out_ones(trained):
+    from rhythmhead.data.store import ClipStore
+    from rhythmhead.evaluation.generator import validation_clips
+
+    root, runs = trained
+    _gen, _disc, meta = load_generator(runs[0])
+    recorded_val = {c for _, c in meta["split"]["val"]}
+    assert recorded_val and not recorded_val & {c for _, c in meta["split"]["train"]}
+    ids, note = validation_clips(meta, ClipStore(root / "store"))
+    assert set(ids) == recorded_val and "recorded" in note
+    settings, methods = evaluate_generator(root / "store", runs[:1], max_frames=2, identity=False, landmarks=False)
+    assert set(settings["clips"]) <= recorded_val
+    # without a recorded split it is recomputed from the config, identically
+    legacy = {k: v for k, v in meta.items() if k != "split"}
+    again, note = validation_clips(legacy, ClipStore(root / "store"))
+    assert again == ids and "recomputed" in note
 
 
 def test_cli_writes_report(trained, tmp_path):

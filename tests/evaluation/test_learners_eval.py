@@ -89,7 +89,8 @@ def test_evaluate_motion_report(runs, capsys):
                     str(out)]) == 0
     report = json.loads(out.read_text())
     methods = report["methods"]
-    assert set(methods) == {"model", "static", "mean_motion", "other_clip", "real"}
+    assert set(methods) == {"model", "model_smoothed", "static", "mean_motion", "other_clip", "real"}
+    assert methods["model_smoothed"]["dP_rot_deg"] <= methods["model"]["dP_rot_deg"]
     assert methods["real"]["l1_rot_deg"] == 0 and methods["real"]["std_rot_deg"] > 0
     assert methods["static"]["std_rot_deg"] == pytest.approx(0, abs=1e-9)
     assert methods["static"]["dP_trans_px"] == 0

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learner_store import make_store  # noqa: E402
 
 TINY = {"model": {"conv_channels": [2, 4], "conv_strides": [4, 4], "hidden_channels": 16, "feature_dim": 16,
-                  "pose_hidden": 16, "encoder_channels": 16},
+                  "pose_hidden": 16, "encoder_channels": 16, "dropout": 0.1},
+        "adv_weight": 0.05,
         "trainer": {"batch_size": 4, "max_steps": 3, "val_every": 2, "checkpoint_every": 2, "val_batches": 2,
                     "log_every": 1},
         "data": {"tau_min": 8, "tau_max": 24, "pred_min": 4, "pred_max": 24, "val_tau": 16, "val_pred": 16,
@@ -39,7 +40,7 @@ def test_presets_load_and_match_the_network():
     for preset in ("fast", "paper"):
         cfg = load_config(MotionConfig, "motion", preset)
         HeadMotionLearner(**asdict(cfg.model))  # the model fields are exactly the constructor's kwargs
-        assert 0 < cfg.adv_weight <= 0.1
+        assert 0 < cfg.adv_weight <= 1.0
     assert load_config(MotionConfig, "motion", "paper").optim.lr == pytest.approx(3e-4)
 
 

@@ -1,7 +1,7 @@
 """``rhythmhead evaluate generator``: self-reenactment quality of trained generators (DESIGN.md §5, REFERENCE.md §6).
 
-Protocol, per validation clip of the store (the speaker-disjoint split of the first model's config; ``--clips all``
-uses every clip): the first 25 % of the clip is the reference part — K references evenly spaced in it, the 3-D render's
+Protocol, per validation clip of the store (the clips the first model held out: the speaker split recorded in its export,
+or recomputed from its config — see :func:`validation_clips`; ``--clips all`` uses every clip): the first 25 % of the clip is the reference part — K references evenly spaced in it, the 3-D render's
 key frame is its most frontal frame; every ``stride``-th later frame (at most ``max_frames``) is a target, generated
 from the clip's *real* landmarks (label map) and *real* pose (render, warping reference = the most pose-different
 reference) and compared with the real frame. The K-shot embedding is computed once per clip and model.
@@ -145,11 +145,11 @@ class _Scorer:
 
 def evaluate_generator(data: str | Path, runs: list[str], *, shots: int | None = None, stride: int = 4,
                        max_frames: int = 20, clips: str = "val", limit: int | None = None, device: str = "cpu",
-                       identity: bool = True, landmarks: bool = True, examples: str | Path | None = None
-                       ) -> tuple[dict, dict]:
-    """Run the protocol of the module docstring; returns ``(settings, methods)``."""
+                       identity: bool = True, landmarks: bool = True, examples: str | Path | None = None,
+                       clip_ids: list[str] | None = None) -> tuple[dict, dict]:
+    """Run the protocol of the module docstring; returns ``(settings, methods)``. ``clip_ids`` (optional) names the
+    clips explicitly and overrides ``clips``."""
     from ..data.store import ClipStore
-    from ..training.generator_data import split_clips
 
     if not runs:
         raise InputError("name at least one trained generator with --models RUN")
@@ -164,10 +164,17 @@ def evaluate_generator(data: str | Path, runs: list[str], *, shots: int | None =
         models.append((name, gen, meta))
     store = ClipStore(data)
     cfg0 = models[0][2].get("config", {})
-    if clips == "val":
-        _train, val = split_clips([store], cfg0.get("data", {}).get("val_fraction", 0.2),
-                                  cfg0.get("trainer", {}).get("seed", 0))
-        ids = [c for _, c in val] or store.ids()
+    split_note = "every clip of the store"
+    if clip_ids:
+        unknown = sorted(set(clip_ids) - set(store.ids()))
+        if unknown:
+            raise InputError(f"no clip(s) {', '.join(unknown)} in this store", data)
+        ids, split_note = list(clip_ids), "clips named with --clip"
+    elif clips == "val":
+        ids, split_note = validation_clips(models[0][2], store)
+        if not ids:
+            raise InputError("none of this store's clips is a validation clip of the first model (use --clips all)",
+                             data)
     else:
         ids = store.ids()
     ids = ids[:limit] if limit else ids
@@ -213,7 +220,8 @@ def evaluate_generator(data: str | Path, runs: list[str], *, shots: int | None =
         raise InputError("no clip long enough to evaluate (needs frames after the reference part)", data)
     methods = {name: sc.result(real_descs_all) for name, sc in scorers.items()}
     settings = {
-        "store": str(data), "models": list(runs), "clips": used, "split": clips, "shots": k, "stride": stride,
+        "store": str(data), "models": list(runs), "clips": used, "split": clips, "split_source": split_note,
+        "shots": k, "stride": stride,
         "max_frames_per_clip": max_frames, "reference_part": "first 25% of each clip, K evenly spaced references",
         "inputs": "real landmarks (label map) and real pose (3-D render, warping reference) of each target frame",
         "static": "the reference frame nearest in pose (mean |Δ rotation vector|) to the target",
@@ -223,6 +231,36 @@ def evaluate_generator(data: str | Path, runs: list[str], *, shots: int | None =
         "averaging": "mean over all evaluated frames", "device": str(device),
     }
     return settings, methods
+
+
+def validation_clips(meta: dict, store) -> tuple[list[str], str]:
+    """Clip ids of ``store`` that the model held out (its training speaker split), and how they were found.
+
+    The split recorded in the export (``meta["split"]``) is used when one of its stores is ``store`` (same folder, or
+    the same set of clip ids); otherwise the split is recomputed from the model's config over ``store`` and the
+    config's ``extra_stores`` that exist here, exactly as training did.
+    """
+    from ..data.store import ClipStore
+    from ..training.generator_data import split_clips
+
+    ids = set(store.ids())
+    split = meta.get("split")
+    if split:
+        for i, root in enumerate(split["stores"]):
+            here = Path(root).resolve() == store.root.resolve()
+            val = [c for j, c in split["val"] if j == i]
+            train = [c for j, c in split["train"] if j == i]
+            if here or (set(val) | set(train)) == ids:
+                return [c for c in store.ids() if c in set(val)], "split recorded in the export"
+    cfg = meta.get("config", {})
+    extra = [p for p in cfg.get("data", {}).get("extra_stores", []) if Path(p, "manifest.jsonl").is_file()]
+    stores = [store] + [ClipStore(p) for p in extra]
+    _train, val = split_clips(stores, cfg.get("data", {}).get("val_fraction", 0.2), cfg.get("trainer", {}).get("seed", 0))
+    missing = len(cfg.get("data", {}).get("extra_stores", [])) - len(extra)
+    note = "split recomputed from the config over this store" + (f" + {len(extra)} extra store(s)" if extra else "")
+    if missing:
+        note += f" ({missing} extra store(s) of the config not found here: the split may differ from training's)"
+    return [c for i, c in val if i == 0], note
 
 
 def _save_examples(folder: Path, clip_id: str, real: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
@@ -248,12 +286,13 @@ def _save_examples(folder: Path, clip_id: str, real: np.ndarray, outputs: dict[s
 @click.option("--max-frames", type=click.IntRange(min=1), default=20, show_default=True, help="Targets per clip.")
 @click.option("--clips", type=click.Choice(["val", "all"]), default="val", show_default=True,
               help="Validation speakers of the first model's split, or every clip.")
+@click.option("--clip", "clip_ids", multiple=True, metavar="ID", help="Evaluate these clips (repeatable; overrides --clips).")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N clips.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--no-identity", is_flag=True, help="Skip the dlib metrics (csim, face_fd).")
 @click.option("--no-landmarks", is_flag=True, help="Skip the MediaPipe landmark metrics (lmd).")
 @click.option("--examples", type=click.Path(file_okay=False), metavar="DIR", help="Also save a PNG grid per clip.")
-def command(data, runs, out, shots, stride, max_frames, clips, limit, device, no_identity, no_landmarks,
+def command(data, runs, out, shots, stride, max_frames, clips, clip_ids, limit, device, no_identity, no_landmarks,
             examples) -> None:
     """Self-reenactment of trained generators (and the static baseline) on the store's validation clips.
 
@@ -269,7 +308,8 @@ def command(data, runs, out, shots, stride, max_frames, clips, limit, device, no
         raise InputError("--device cuda: no CUDA device available")
     settings, methods = evaluate_generator(data, list(runs), shots=shots, stride=stride, max_frames=max_frames,
                                            clips=clips, limit=limit, device=device, identity=not no_identity,
-                                           landmarks=not no_landmarks, examples=examples)
+                                           landmarks=not no_landmarks, examples=examples,
+                                           clip_ids=list(clip_ids) or None)
     click.echo(f"{len(settings['clips'])} clips")
     click.echo(format_table(methods))
     write_report(out, "generator", settings, methods)

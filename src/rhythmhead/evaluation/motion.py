@@ -15,6 +15,8 @@ window as in training. Metrics, averaged over windows:
 Baselines on the same windows: ``static`` (the last reference pose held), ``mean_motion`` (the training mean pose held),
 ``other_clip`` (another clip's real motion, as displacements from its first frame added to the last reference pose —
 real head motion that ignores this audio). ``real`` gives the statistics of the real motion (its L1 is 0).
+``model_smoothed`` is the model's prediction passed through the same Hanning smoothing as the real motion (a possible
+inference-time post-process; it looks 5 frames ahead).
 """
 from __future__ import annotations
 
@@ -107,7 +109,8 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
     others = [poses[(i + 1) % len(poses)] for i in range(len(poses))] if len(poses) > 1 else \
         [smooth_time(c.pose, data_cfg["smooth_taps"]) for c in load_clips(data, train_ids, rate, fps)[:1]]
 
-    rows: dict[str, list[dict[str, float]]] = {k: [] for k in ("model", "static", "mean_motion", "other_clip", "real")}
+    names = ("model", "model_smoothed", "static", "mean_motion", "other_clip", "real")
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in names}
     n_windows = n_frames = 0
     for ci, clip in enumerate(clips):
         for start, tau, pred_n in eval_windows(clip.n_frames, data_cfg["val_tau"], data_cfg["val_pred"]):
@@ -123,6 +126,7 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
             onsets = onset_frames(wave, rate, pred_n, fps)
             candidates = {
                 "model": pred,
+                "model_smoothed": smooth_time(pred, data_cfg["smooth_taps"]),
                 "static": np.repeat(last[None], pred_n, 0),
                 "mean_motion": np.repeat(mean[None].astype(np.float64), pred_n, 0),
                 "other_clip": _other_motion(others[ci], pred_n, last),
@@ -147,7 +151,8 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
                           "by chance)",
         "onset_detector": "rhythmhead.audio.windows.onset_frames defaults: log-magnitude spectral flux, 32 ms Hann / "
                           "10 ms hop, peaks over a 0.3 s moving mean + 0.1, ≥ 0.1 s apart",
-        "baselines": {"static": "last reference pose held", "mean_motion": "training-set mean pose held",
+        "baselines": {"model_smoothed": "the model's prediction smoothed like the real motion (post-process)",
+                      "static": "last reference pose held", "mean_motion": "training-set mean pose held",
                       "other_clip": "next clip's real motion (displacements from its first frame) added to the last "
                                     "reference pose", "real": "the real motion itself (statistics only)"},
     }

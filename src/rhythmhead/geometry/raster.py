@@ -11,9 +11,10 @@ Conventions (shared with :mod:`rhythmhead.geometry.flow` and ``grid_sample(align
 - Orthographic projection: the image position is the vertex's (x, y); attributes interpolate linearly (affinely) in
   screen space, which is exact for an orthographic camera.
 
-Algorithm (no per-pixel Python loop): each triangle's pixel bounding box is enumerated with ``repeat_interleave`` (so the
-work is ~ the total bounding-box area, not F × a fixed window), the barycentrics of every candidate pixel centre come
-from per-triangle affine coefficients, inside candidates get an int64 key ``(quantised depth << b) | candidate``
+Algorithm (no per-pixel Python loop): the pixel rows of each triangle's bounding box are enumerated with
+``repeat_interleave``, each row's column span inside the triangle is solved from the three barycentric half-planes, and
+the pixels of the spans are enumerated the same way (so the work is ~ the triangles' area, not F × a fixed window); the
+barycentrics of every candidate pixel centre come from per-triangle affine coefficients, inside candidates get an int64 key ``(quantised depth << b) | candidate``
 (b = bits of the candidate count, the depth gets the other 62 − b bits) and a ``scatter_reduce(amin)`` onto the pixel
 grid keeps the nearest candidate per pixel (ties: lower triangle index), whose barycentrics are already known.
 :func:`rasterize_sparse` returns only the covered pixels (what the renderer and the flow need); :func:`rasterize`
@@ -87,26 +88,42 @@ def rasterize_sparse(vertices: torch.Tensor, triangles: torch.Tensor, size: int 
     xmax = torch.floor(p[:, :, 0].amax(1) - 0.5).clamp(max=w - 1).long()
     ymin = torch.ceil(p[:, :, 1].amin(1) - 0.5).clamp(min=0).long()
     ymax = torch.floor(p[:, :, 1].amax(1) - 0.5).clamp(max=h - 1).long()
-    bw = (xmax - xmin + 1).clamp(min=0)
-    bh = (ymax - ymin + 1).clamp(min=0)
-    n = bw * bh * (area2 != 0)
+    eps = 1e-5  # barycentric slack: pixel centres on a shared edge belong to both triangles (no cracks)
+    # 1. rows: every pixel row of every triangle's bounding box
+    bh = (ymax - ymin + 1).clamp(min=0) * (area2 != 0)
+    n_rows = int(bh.sum())
+    if n_rows == 0:
+        return empty
+    rf = torch.repeat_interleave(torch.arange(len(tris), device=dev), bh, output_size=n_rows)
+    row_y = ymin.index_select(0, rf) + torch.arange(n_rows, device=dev) \
+        - (torch.cumsum(bh, 0) - bh).index_select(0, rf)
+    # 2. the row's column span: b_k = a_k·x + c_k(y) ≥ −eps for k = 0, 1, 2 bounds x from below (a_k > 0) or above
+    rc = coef.index_select(0, rf)  # (R,3,3)
+    slope = rc[:, :, 0]
+    const = rc[:, :, 1] * (row_y.to(dtype) + 0.5).unsqueeze(1) + rc[:, :, 2]
+    bound = (-eps - const) / torch.where(slope == 0, torch.ones_like(slope), slope)
+    inf = torch.full_like(bound, float("inf"))
+    x_lo = torch.where(slope > 0, bound, -inf).amax(1) - 1e-3  # a little wider: the inside test below decides
+    x_hi = torch.where(slope < 0, bound, inf).amin(1) + 1e-3
+    feasible = torch.where(slope == 0, const >= -eps, torch.ones_like(const, dtype=torch.bool)).all(1)
+    x0 = torch.maximum(torch.ceil(x_lo - 0.5).clamp(0, w).long(), xmin.index_select(0, rf))
+    x1 = torch.minimum(torch.floor(x_hi - 0.5).clamp(-1, w - 1).long(), xmax.index_select(0, rf))
+    n = (x1 - x0 + 1).clamp(min=0) * feasible
     total = int(n.sum())
     if total == 0:
         return empty
-    fid = torch.repeat_interleave(torch.arange(len(tris), device=dev), n, output_size=total)
-    start = torch.cumsum(n, 0) - n
-    local = torch.arange(total, device=dev) - start.index_select(0, fid)
-    bwf = bw.index_select(0, fid)
-    row = torch.div(local, bwf, rounding_mode="floor")
-    px = xmin.index_select(0, fid) + (local - row * bwf)
-    py = ymin.index_select(0, fid) + row
+    # 3. candidates: the pixels of each row span (≈ the triangles' area, not their bounding boxes)
+    cand_row = torch.repeat_interleave(torch.arange(n_rows, device=dev), n, output_size=total)
+    offset = torch.arange(total, device=dev) - (torch.cumsum(n, 0) - n).index_select(0, cand_row)
+    px = x0.index_select(0, cand_row) + offset
+    py = row_y.index_select(0, cand_row)
+    fid = rf.index_select(0, cand_row)
     x = px.to(dtype) + 0.5
     y = py.to(dtype) + 0.5
     t = table.index_select(0, fid)  # (N,12)
     b0 = t[:, 0] * x + t[:, 1] * y + t[:, 2]
     b1 = t[:, 3] * x + t[:, 4] * y + t[:, 5]
     b2 = t[:, 6] * x + t[:, 7] * y + t[:, 8]
-    eps = 1e-5
     keep = torch.nonzero((b0 >= -eps) & (b1 >= -eps) & (b2 >= -eps)).squeeze(1)
     if len(keep) == 0:
         return empty

@@ -60,12 +60,16 @@ def check_files(job: Job) -> None:
     o = job.options
     for key in ("reference", "audio", "out"):
         if not o.get(key):
-            raise click.UsageError(f"{_where(job, key)} is required" + (" (or --jobs FILE)" if job.line is None else ""))
+            hint = " (or --jobs FILE)" if job.line is None else ""
+            raise click.UsageError(f"{_where(job, key)} is required{hint}")
     out = Path(o["out"])
     if out.suffix.lower() not in OUT_SUFFIXES:
         raise InputError(f"output must end in {', '.join(OUT_SUFFIXES)}", out)
     if out.exists() and out.is_dir():
         raise InputError("output is a directory", out)
+    inter = o.get("save_intermediates")
+    if inter and Path(inter).exists() and not Path(inter).is_dir():
+        raise InputError("--save-intermediates must be a folder, this is a file", inter)
     for key in ("reference", "audio", "pose_from", "expression_from", "motion_style"):
         if o.get(key) and Path(o[key]).resolve() == out.resolve():
             raise InputError(f"the output would overwrite the {key.replace('_', ' ')} input", out)
@@ -97,21 +101,32 @@ def check_audio(job: Job) -> None:
     job.audio = load_driving_audio(o["audio"], max_seconds=MAX_AUDIO_S if limit is None else float(limit))
 
 
-def check_faces(job: Job, echo) -> None:
-    """Track the faces of the reference (and of any driving/style video): no face → InputError, several → a warning."""
+def check_faces(job: Job, echo, cache: dict | None = None) -> None:
+    """Track the faces of the reference (and of any driving/style video): no face → InputError, several → a warning.
+
+    ``cache`` (path → tracked result) lets a batch of jobs share the tracking of a file they have in common."""
     from .inputs import load_pose_track, load_reference
     from .reference import load_style_clip
 
+    cache = {} if cache is None else cache
+
+    def once(kind, path, fn):
+        key = (kind, str(Path(path).resolve()))
+        if key not in cache:
+            cache[key] = fn(path)
+        return cache[key]
+
     o = job.options
     start = time.perf_counter()
-    job.reference, notes = load_reference(o["reference"])
+    job.reference, notes = once("reference", o["reference"], load_reference)
+    notes = list(notes)
     if o.get("pose_from") and job.pose_track is None:
-        job.pose_track = load_pose_track(o["pose_from"])
+        job.pose_track = once("pose", o["pose_from"], load_pose_track)
     if o.get("expression_from"):
-        job.expression_ref, more = load_reference(o["expression_from"])
+        job.expression_ref, more = once("reference", o["expression_from"], load_reference)
         notes += more
     if o.get("motion_style"):
-        job.style = load_style_clip(o["motion_style"])
+        job.style = once("style", o["motion_style"], load_style_clip)
     for note in notes:
         echo(f"warning: {note}")
     job.notes += notes
@@ -274,12 +289,14 @@ def generate(reference, audio, out, models, pose_from, still, motion_scale, moti
 
     start = time.perf_counter()
     pipe = TalkingHeadPipeline.load(root, device=device, preset=preset)
-    echo(f"loaded models from {root} in {time.perf_counter() - start:.1f} s ({preset} preset, K = {pipe.settings.shots})")
+    echo(f"loaded models from {root} in {time.perf_counter() - start:.1f} s "
+         f"({preset} preset, K = {pipe.settings.shots})")
     failed = 0
+    tracked: dict = {}  # files several jobs share are tracked once
     for job in job_list:
         try:
             if job.reference is None:
-                check_faces(job, echo)
+                check_faces(job, echo, tracked)
             summary = run_job(pipe, job, echo, progress=not quiet)
         except InputError as exc:
             if not jobs:

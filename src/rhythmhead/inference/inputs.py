@@ -117,7 +117,8 @@ def load_pose_track(path: str | Path) -> np.ndarray:
         except (OSError, ValueError) as exc:
             raise InputError(f"not a readable .npy file ({str(exc).splitlines()[0][:80]})", p) from None
         if pose.ndim != 2 or pose.shape[1] != 6 or len(pose) == 0:
-            raise InputError(f"poses must be a (T, 6) array (rotation vector rad + translation px), got {pose.shape}", p)
+            raise InputError(f"poses must be a (T, 6) array (rotation vector rad + translation px), got {pose.shape}",
+                             p)
         if not np.isfinite(pose).all():
             raise InputError("poses hold NaN or inf", p)
         return pose.astype(np.float32)

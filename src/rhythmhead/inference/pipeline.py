@@ -295,7 +295,8 @@ class TalkingHeadPipeline:
             if isinstance(driver, (str, Path)):
                 driver, _ = load_reference(driver)
             d_frontal = np.asarray(driver.frontal, np.float32)
-            codes = controls.fit_length(np.asarray(pca.encode(d_frontal, pca.identity_offset(d_frontal)), np.float32), n)
+            d_codes = pca.encode(d_frontal, pca.identity_offset(d_frontal))
+            codes = controls.fit_length(np.asarray(d_codes, np.float32), n)
             info["expression"] = f"expression_from:{driver.source}"
         else:
             codes = predict_codes(expr.net, prepared.ref_code, frames_at(expr.audio_rate), self.settings.chunk * 4,

@@ -43,8 +43,9 @@ def random_pca(n_components: int = 20, seed: int = 0):
     rng = np.random.default_rng(seed)
     template = canonical_68().astype(np.float32)
     q, _ = np.linalg.qr(rng.standard_normal((136, n_components)))
+    variance = (25.0 / (1 + np.arange(n_components))).astype(np.float32)
     return ExpressionPCA(mean=template[:, :2].reshape(-1).copy(), components=q.T.astype(np.float32),
-                         template=template, explained_variance=(25.0 / (1 + np.arange(n_components))).astype(np.float32))
+                         template=template, explained_variance=variance)
 
 
 def write_random_bundle(out_dir: str | Path, sizes: str = "tiny", seed: int = 0, ablations: tuple[str, ...] = (),

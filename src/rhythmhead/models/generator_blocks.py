@@ -87,7 +87,7 @@ class SPADEModulation(nn.Module):
         else:
             gb = self.gamma_beta(cond)
         gamma, beta = gb.chunk(2, dim=1)
-        return normed * (1 + gamma) + beta
+        return torch.addcmul(normed + beta, normed, gamma)  # normed · (1 + γ) + β with one temporary less
 
 
 class SPADEResBlock(nn.Module):
@@ -145,7 +145,7 @@ class SPADEResBlock(nn.Module):
             if h is None:  # a dropped condition (the "raw" image): its branch contributes zeros
                 outs.append(torch.zeros_like(normed))
             else:
-                outs.append(F.leaky_relu(spade(normed, h, weight if j == 0 else None), 0.2))
+                outs.append(F.leaky_relu(spade(normed, h, weight if j == 0 else None), 0.2, inplace=True))
         return torch.cat(outs, 1) if len(outs) > 1 else outs[0]
 
     def forward(self, x: torch.Tensor, conds: Sequence[torch.Tensor | None],

@@ -25,6 +25,8 @@ access over many clips stays cheap.
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -89,7 +91,7 @@ class _FrameSource:
             if frames is None:
                 frames = store.frames(clip_id)
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npy")
+                tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")  # no global RNG use
                 np.save(tmp, frames)
                 tmp.replace(path)
                 frames = np.load(path, mmap_mode="r")
@@ -188,6 +190,8 @@ class GeneratorDataset(torch.utils.data.Dataset):
                 "rng": rng if self.augment else None}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if torch.utils.data.get_worker_info() is not None and cv2.getNumThreads() != 1:
+            cv2.setNumThreads(1)  # one OpenCV thread per DataLoader worker (workers × cores threads otherwise)
         pick = self.choose(index)
         key = pick["key"]
         track = self._track(key)

@@ -12,12 +12,14 @@ mesh pseudo-ground-truth, + 10·VGG19 when ``vgg_weights`` is given; on the fina
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..models.discriminator import Discriminator
 from ..models.generator import ABLATIONS, Generator, apply_ablation
 from ..models.losses import VGG19Features, discriminator_objective, generator_objective, ssim
@@ -95,8 +97,9 @@ class GeneratorConfig:
     ablation: Literal["none", "baseline", "no_render3d", "no_attention", "linear_composition", "no_warp"] = "none"
     vgg_weights: str = ""  # user-supplied VGG19 state_dict (.pth/.safetensors); empty = no perceptual loss
     finetune_steps: int = 70  # test-time fine-tuning steps inference uses by default (0 = none)
-    sync_bn: bool = False  # SyncBatchNorm in G under DDP
+    sync_bn: bool = False  # SyncBatchNorm in G under DDP on CUDA (ignored on CPU)
     amp: bool = False  # bfloat16 autocast on CUDA
+    init_from: str = ""  # start G and D from an earlier generator export (run folder or .safetensors); empty = random
 
 
 def generator_kwargs(cfg: GeneratorConfig) -> dict:
@@ -145,8 +148,22 @@ class GeneratorTask(TrainTask):
         self.device = torch.device(device)
         gen = Generator(**generator_kwargs(self.cfg))
         if self.cfg.sync_bn and distributed.world_size() > 1:
-            gen = torch.nn.SyncBatchNorm.convert_sync_batchnorm(gen)
-        self.modules = {"generator": gen.to(self.device), "disc": Discriminator(**asdict(self.cfg.disc)).to(self.device)}
+            if self.device.type == "cuda":
+                gen = torch.nn.SyncBatchNorm.convert_sync_batchnorm(gen)
+            else:  # PyTorch's SyncBatchNorm runs on GPUs only
+                warnings.warn("sync_bn ignored: SyncBatchNorm needs CUDA; using per-process BatchNorm")
+        disc = Discriminator(**asdict(self.cfg.disc))
+        if self.cfg.init_from:
+            from ..models.checkpoint import load_export
+
+            export = load_export(self.cfg.init_from, stage="generator")
+            try:
+                gen.load_state_dict(export.state_dicts["generator"])
+                disc.load_state_dict(export.state_dicts["disc"])
+            except (KeyError, RuntimeError):
+                raise InputError("init_from: the export does not match this config's networks",
+                                 self.cfg.init_from) from None
+        self.modules = {"generator": gen.to(self.device), "disc": disc.to(self.device)}
         if self.vgg is not None:
             self.vgg = self.vgg.to(self.device)
         return self.modules
@@ -223,4 +240,9 @@ class GeneratorTask(TrainTask):
         out = super().export_config()
         out["generator_kwargs"] = generator_kwargs(self.cfg)
         out["discriminator_kwargs"] = asdict(self.cfg.disc)
+        if self._stores is not None:  # the speaker split, so that evaluation scores held-out clips only
+            if self._split is None:
+                self._split = split_clips(self._stores, self.cfg.data.val_fraction, self.cfg.trainer.seed)
+            out["split"] = {"stores": [str(st.root.resolve()) for st in self._stores],
+                            "train": [[i, c] for i, c in self._split[0]], "val": [[i, c] for i, c in self._split[1]]}
         return out
