@@ -151,3 +151,11 @@ def test_jobs_file_with_unknown_option(tmp_path, tiny_bundle, capsys):
     jobs.write_text(json.dumps({"reference": "a", "audio": "b", "out": "c.mp4", "colour": "red"}) + "\n")
     code, _, err = run(["generate", "--models", str(tiny_bundle), "--jobs", str(jobs)], capsys)
     assert code == 2 and "line 1" in err and "colour" in err
+
+
+def test_unreadable_container_and_audio_only_reference(tmp_path, tiny_bundle, speech_1s, capsys):
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x01garbage" * 100)
+    code, _, err = run(base(tmp_path, tiny_bundle, reference=tmp_path / "broken.mp4", audio=speech_1s), capsys)
+    assert_failed_cleanly(code, err, tmp_path, "broken.mp4", "not a readable media file")
+    code, _, err = run(base(tmp_path, tiny_bundle, reference=speech_1s, audio=speech_1s), capsys)
+    assert_failed_cleanly(code, err, tmp_path, "speech_1s.wav", "no video track")

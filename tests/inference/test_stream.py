@@ -25,6 +25,15 @@ def test_audio_frames_equal_frame_windows_on_any_range(n_samples):
         np.testing.assert_array_equal(frames.windows(lo, hi), full[lo:hi])
 
 
+def test_frame_rms_equals_envelope_without_whole_length_copies():
+    from rhythmhead.audio.windows import envelope
+    from rhythmhead.inference.inputs import frame_rms
+
+    wave = np.random.default_rng(4).standard_normal(16000 * 3 + 123).astype(np.float32) * 0.2
+    np.testing.assert_allclose(frame_rms(wave, 16000, block=7), envelope(wave, 16000, 76), rtol=1e-6)
+    np.testing.assert_allclose(frame_rms(wave, 16000, 10, block=4), envelope(wave, 16000, 10), rtol=1e-6)
+
+
 def _tiny_motion():
     from rhythmhead.inference.random_bundle import TINY_MOTION
     from rhythmhead.models.motion import HeadMotionLearner

@@ -18,7 +18,7 @@ from rhythmhead.training.expression_task import ExpressionConfig, ExpressionTask
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learner_store import make_store  # noqa: E402
 
-TINY = {"model": {"conv_channels": [4, 4, 4, 4, 8, 8, 8], "feature_dim": 16, "n_components": 8},
+TINY = {"model": {"conv_channels": [4, 4, 4, 4, 8, 8, 8], "feature_dim": 16, "n_components": 8, "dropout": 0.2},
         "optim": {"lr": 1e-3},
         "trainer": {"batch_size": 8, "max_steps": 3, "val_every": 2, "checkpoint_every": 2, "val_batches": 2,
                     "log_every": 1}}

@@ -10,8 +10,9 @@ Layout of a bundle folder (``rhythmhead/models_bundled/`` inside the package by 
     motion_style.npz                             optional: the default motion style for photo references
 
 ``motion_style.npz`` holds Φ's extrapolating layer averaged over a clip store — ``weight (F, 6)``, ``bias (6,)`` in
-normalised pose units — and ``anchor_pose (6,)``, the mean raw pose of the clips it was computed on, so that poses
-extrapolated with the style can be moved onto a photo's own pose (see :mod:`rhythmhead.inference.reference`).
+normalised pose units — and ``anchor_pose (6,)``, the mean raw pose of the clips it was computed on (a record of where
+the style's poses sit; inference re-centres a style's poses on the photo's own pose, see
+:mod:`rhythmhead.inference.reference`).
 
 A bundle may also hold one sub-folder per preset (``fast/``, ``paper/``); :func:`resolve_models_dir` picks it.
 Every file is an export written by :func:`rhythmhead.models.checkpoint.save_export`; nothing is pickled.

@@ -50,17 +50,33 @@ def resample(wave: np.ndarray, src: int, dst: int) -> np.ndarray:
     return np.asarray(soxr.resample(wave, src, dst, quality="HQ"), np.float32)
 
 
+def frame_rms(wave: np.ndarray, rate: int, n_frames: int | None = None, block: int = 1500) -> np.ndarray:
+    """RMS of each 25 fps frame's chunk of ``wave`` → ``(T,)`` float32 (T = ``n_frames`` or all frames, the last chunk
+    zero-padded), computed ``block`` frames at a time so that no whole-length temporary is made (equal to
+    :func:`rhythmhead.audio.windows.envelope`)."""
+    from ..audio.windows import num_frames, samples_per_frame
+
+    s = samples_per_frame(rate)
+    n = num_frames(len(wave), rate) if n_frames is None else int(n_frames)
+    out = np.zeros(n, np.float32)
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        seg = np.asarray(wave[b0 * s: b1 * s], np.float64)
+        if len(seg) < (b1 - b0) * s:
+            seg = np.concatenate([seg, np.zeros((b1 - b0) * s - len(seg))])
+        out[b0:b1] = np.sqrt(np.mean(seg.reshape(b1 - b0, s) ** 2, axis=1))
+    return out
+
+
 def check_speech(wave: np.ndarray, rate: int, source: object, max_seconds: float = MAX_AUDIO_S) -> None:
     """Length and silence checks of :func:`load_driving_audio` on an already decoded wave."""
-    from ..audio.windows import envelope, num_frames
-
     seconds = len(wave) / rate
     if seconds < MIN_AUDIO_S:
         raise InputError(f"audio is too short ({seconds:.2f} s; the minimum is {MIN_AUDIO_S} s)", source)
     if max_seconds and seconds > max_seconds:
         raise InputError(f"audio is {seconds / 60:.1f} min long, over the limit of {max_seconds / 60:g} min "
                          "(raise it with --max-seconds, 0 = no limit)", source)
-    level = envelope(wave, rate, num_frames(len(wave), rate))
+    level = frame_rms(wave, rate)
     if float(level.max()) < SPEECH_RMS:
         db = 20 * np.log10(max(float(level.max()), 1e-10))
         raise InputError(f"audio is silent (loudest 40 ms frame at {db:.0f} dBFS, need > −50 dBFS of speech)", source)
@@ -128,13 +144,13 @@ def load_pose_track(path: str | Path) -> np.ndarray:
 
 def clip_audio(path: str | Path, rate: int, n_frames: int, fps: float = 25.0) -> np.ndarray | None:
     """A clip's own audio at ``rate``, cut/zero-padded to ``n_frames`` video frames; None if absent or silent."""
-    from ..audio.windows import envelope, fit_length, num_frames
+    from ..audio.windows import fit_length
     from ..media.io import IMAGE_SUFFIXES, load_audio, probe
 
     p = Path(path)
     if p.suffix.lower() in IMAGE_SUFFIXES or not probe(p).has_audio:
         return None
     wave = load_audio(p, rate)
-    if len(wave) == 0 or float(envelope(wave, rate, num_frames(len(wave), rate, fps), fps).max()) < SPEECH_RMS:
+    if len(wave) == 0 or float(frame_rms(wave, rate).max()) < SPEECH_RMS:
         return None
     return fit_length(wave, int(round(n_frames * rate / fps)))

@@ -15,7 +15,7 @@ Steps of one call:
    pose + speech (a photo: from ``motion_style`` or the bundle's default style); Ψ's reference code and identity offset;
    optional test-time fine-tuning (``finetune_steps``).
 2. **Audio** → per-frame windows, cut chunk by chunk (:class:`rhythmhead.inference.stream.AudioFrames`).
-3. **Poses**: Φ's extrapolation, or ``pose_from`` (a video → its tracked poses; a ``.npy`` ``(T, 6)``), or ``still``;
+3. **Poses**: Φ's extrapolation (a style's poses re-centred on the reference's mean pose), or ``pose_from`` (a video → its tracked poses; a ``.npy`` ``(T, 6)``), or ``still``;
    then ``motion_scale`` about the reference's mean pose.
 4. **Expression**: Ψ's codes (lightly smoothed), or ``expression_from`` (a video → its frontal landmarks → codes);
    ``expression_scale`` about the neutral face; decoded with the reference's identity offset; blinks (``blink``,
@@ -137,8 +137,8 @@ class Result:
         """
         from contextlib import ExitStack
 
-        from ..audio.windows import envelope
         from ..media.io import VideoWriter
+        from .inputs import frame_rms
 
         settings = self.pipeline.settings
         path = Path(path)
@@ -151,7 +151,7 @@ class Result:
                 from .intermediates import IntermediatesWriter, staged_dir
 
                 inter = IntermediatesWriter(stack.enter_context(staged_dir(self.intermediates)), self.n_frames, FPS)
-                env = envelope(self.audio.wave, self.audio.rate, self.n_frames, FPS)
+                env = frame_rms(self.audio.wave, self.audio.rate, self.n_frames)
                 inter.begin(self.plan, env, self.describe())
                 stack.enter_context(inter)
                 on_renders = inter.add_renders
@@ -272,8 +272,11 @@ class TalkingHeadPipeline:
         # 3. poses
         anchor = prepared.anchor_pose
         if pose_from is not None:
-            track = pose_from if isinstance(pose_from, np.ndarray) else load_pose_track(pose_from)
-            poses = controls.fit_length(np.asarray(track, np.float32), n)
+            track = np.asarray(pose_from if isinstance(pose_from, np.ndarray) else load_pose_track(pose_from),
+                               np.float32)
+            if track.ndim != 2 or track.shape[1] != 6 or len(track) == 0 or not np.isfinite(track).all():
+                raise InputError(f"pose_from must be finite (T, 6) poses, got shape {track.shape}")
+            poses = controls.fit_length(track, n)
             info["motion"] = "pose_from" if isinstance(pose_from, np.ndarray) else f"pose_from:{pose_from}"
         elif still:
             poses = controls.hold_pose(anchor, n)
@@ -281,7 +284,9 @@ class TalkingHeadPipeline:
         else:
             norm = predict_poses(motion.net, prepared.motion_weight, prepared.motion_bias, frames_at(motion.audio_rate),
                                  self.settings.chunk * 4, timer)
-            poses = norm * motion.pose_std + motion.pose_mean + prepared.pose_offset
+            poses = norm * motion.pose_std + motion.pose_mean
+            if prepared.recenter:  # a style's poses sit at the style clip's head position: move them onto ours
+                poses = poses - poses.mean(0) + anchor
             info["motion"] = f"phi ({prepared.motion_source})"
         if motion_scale != 1.0:
             poses = controls.scale_motion(poses, anchor, motion_scale)

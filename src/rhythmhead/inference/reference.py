@@ -10,8 +10,8 @@ frame) this module computes everything the per-frame loop needs:
   MediaPipe mesh or from the unprojection network, and the key frame's frontal landmarks (the render's label).
 * **Φ's extrapolating layer** ``W, b``: a video with speech encodes its own first τ frames of (smoothed, normalised)
   pose + audio; a photo (or a silent video) uses a *motion style* — another clip's pose + audio (``motion_style=CLIP``)
-  or the bundle's default style. A style carries its own mean pose; ``pose_offset`` moves the extrapolated poses onto
-  the reference's mean pose.
+  or the bundle's default style. A style's extrapolated poses live at the style clip's head position, so they are
+  re-centred (``recenter``): their mean over the generated frames is moved onto the reference's mean pose.
 * **Ψ's reference code** and the reference's **identity offset** (closed-mouth frame of the reference's frontal
   landmarks, :class:`rhythmhead.data.pca.ExpressionPCA`), and the neutral code the expression scale pivots on.
 * Optional **test-time fine-tuning** of a copy of G (and D) on the K references (:func:`rhythmhead.models.finetune.finetune`).
@@ -46,7 +46,8 @@ class PreparedReference:
         key_frontal: ``(68, 3)`` frontal landmarks of the key frame (posed → the render's label).
         anchor_pose: ``(6,)`` the reference's mean pose (the pivot of ``motion_scale`` and the ``still`` pose).
         motion_weight, motion_bias: Φ's layer, ``(1, F, 6)`` and ``(1, 6)`` on the device.
-        pose_offset: ``(6,)`` added to the extrapolated raw poses (zero for the reference's own motion).
+        recenter: the extrapolated poses come from a style, not the reference's own motion: re-centre them on
+            ``anchor_pose`` (:meth:`TalkingHeadPipeline.plan`).
         motion_source: "reference", "style:<file>" or "default style".
         ref_code: ``(n,)`` Ψ's reference input; identity_offset ``(68, 3)``; neutral_code ``(n,)``.
         finetune_history: per-step losses when fine-tuned.
@@ -65,7 +66,7 @@ class PreparedReference:
     anchor_pose: np.ndarray
     motion_weight: torch.Tensor
     motion_bias: torch.Tensor
-    pose_offset: np.ndarray
+    recenter: bool
     motion_source: str
     ref_code: np.ndarray
     identity_offset: np.ndarray
@@ -233,11 +234,10 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
     # 3. Φ's layer: own motion, a style clip, or the bundle's default style.
     motion = bundle.motion
     anchor = ref.pose.mean(0).astype(np.float32)
-    offset = np.zeros(6, np.float32)
     if motion_style is not None:
-        w, b, style_anchor = _style_from_clip(motion, motion_style, device)
+        w, b, _ = _style_from_clip(motion, motion_style, device)
         name = motion_style.reference.source if isinstance(motion_style, StyleClip) else motion_style
-        offset, source = anchor - style_anchor, f"style:{name}"
+        source = f"style:{name}"
     elif reference_wave is not None and not ref.is_image and n_frames >= 2:
         w, b = encode_motion(motion, ref.pose, reference_wave, device)
         source = "reference"
@@ -247,7 +247,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
                              "--pose-from, or --still (the models folder has no motion_style.npz)", bundle.root)
         w = torch.from_numpy(bundle.style.weight)[None].to(device)
         b = torch.from_numpy(bundle.style.bias)[None].to(device)
-        offset, source = anchor - bundle.style.anchor_pose, "default style"
+        source = "default style"
         if not ref.is_image:
             notes.append(f"{ref.source}: the reference video has no usable speech; its head motion comes from the "
                          "default motion style")
@@ -270,7 +270,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         reference=ref, shots=idx, shot_poses=ref.pose[idx].astype(np.float32), ref_images=ref_images,
         ref_labels=ref_labels, embedding=embedding, generator=generator, mesh=mesh,
         key_frontal=np.asarray(ref.frontal[key], np.float32), anchor_pose=anchor, motion_weight=w, motion_bias=b,
-        pose_offset=offset.astype(np.float32), motion_source=source, ref_code=ref_code, identity_offset=identity,
+        recenter=source != "reference", motion_source=source, ref_code=ref_code, identity_offset=identity,
         neutral_code=neutral, finetune_history=history, notes=notes)
 
 

@@ -71,17 +71,20 @@ class AudioFrames:
     """
 
     def __init__(self, wave: np.ndarray, n_frames: int, samples_per_frame: int):
-        from ..audio.windows import fit_length
-
         self.n_frames, self.spf = int(n_frames), int(samples_per_frame)
-        self._chunks = np.asarray(fit_length(np.asarray(wave, np.float32), self.n_frames * self.spf)
-                                  ).reshape(self.n_frames, self.spf)
+        self.wave = np.asarray(wave, np.float32)  # no copy of a float32 wave: only chunk-sized pieces are made
 
     def windows(self, start: int, stop: int) -> np.ndarray:
         """``(stop − start, 7, S)`` float32 windows of frames ``start .. stop−1``."""
+        s = self.spf
+        c0, c1 = max(0, start - WINDOW_BEFORE), min(self.n_frames, stop + WINDOW_AFTER)
+        seg = self.wave[c0 * s: c1 * s]
+        if len(seg) < (c1 - c0) * s:  # the last frame's chunk is zero-padded
+            seg = np.concatenate([seg, np.zeros((c1 - c0) * s - len(seg), np.float32)])
+        chunks = seg.reshape(c1 - c0, s)
         offsets = np.arange(-WINDOW_BEFORE, WINDOW_AFTER + 1)
-        index = np.clip(np.arange(start, stop)[:, None] + offsets[None], 0, self.n_frames - 1)
-        return self._chunks[index]
+        index = np.clip(np.arange(start, stop)[:, None] + offsets[None], 0, self.n_frames - 1) - c0
+        return chunks[index]
 
 
 @torch.no_grad()
