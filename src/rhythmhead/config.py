@@ -7,6 +7,7 @@ files in ``rhythmhead/configs/<stage>_<preset>.yaml`` (installed with the packag
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from importlib import resources
 from pathlib import Path
@@ -34,8 +35,25 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "config
             value = from_dict(hint, value, where=f"{where}.{name}")
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             value = tuple(value)
+        elif isinstance(value, str) and float in _scalar_types(hint):
+            value = _number(value, float, f"{where}.{name}")  # YAML reads "1e-3" as a string
+        elif isinstance(value, str) and int in _scalar_types(hint):
+            value = _number(value, int, f"{where}.{name}")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _scalar_types(hint) -> tuple:
+    """The plain types a field admits (``float | None`` → (float, NoneType)); str excludes coercion."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return () if str in args else args
+
+
+def _number(text: str, kind: type, where: str):
+    try:
+        return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+    except ValueError:
+        raise InputError(f"expected a {kind.__name__}, got {text!r}", where) from None
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
