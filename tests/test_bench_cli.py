@@ -35,19 +35,18 @@ def fake_benches(monkeypatch):
     mod.broken = broken
     monkeypatch.setitem(sys.modules, "fake_bench_mod", mod)
     monkeypatch.setattr(bench_mod, "BENCHES", {**bench_mod.BENCHES, "train": "fake_bench_mod:run",
-                                               "render": "fake_bench_mod:broken",
-                                               "generator": "rhythmhead.bench.no_such_module:run"})
+                                               "render": "fake_bench_mod:broken"})
 
 
 def test_bench_merges_prints_and_writes_json(fake_benches, tmp_path, capsys):
     out = tmp_path / "b" / "bench.json"
-    root_cli.main(["bench", "train", "render", "generator", "--preset", "paper", "--json", str(out)])
+    root_cli.main(["bench", "train", "render", "--preset", "paper", "--json", str(out)])
     captured = capsys.readouterr()
     assert "train_toy_paper" in captured.out and "12.50" in captured.out
     data = json.loads(out.read_text())
     assert data["preset"] == "paper" and data["stages"]["train_toy_paper"]["fps"] == 12.5
     assert data["machine"]["cpu_count"] >= 1 and "torch" in data["machine"]
-    assert "no media" in data["skipped"]["render"] and "not available" in data["skipped"]["generator"]
+    assert "no media" in data["skipped"]["render"]
     assert "skipped render" in captured.err
 
 

@@ -6,7 +6,6 @@ printed as one line on stderr with exit status 2.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -20,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import click
 
 from .errors import InputError
+from .lazy import LazyGroup
 
 # command name -> "module:attribute" of a click.Command. One plain table, no registry machinery.
 COMMANDS: dict[str, str] = {
@@ -33,28 +33,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class _LazyGroup(click.Group):
-    def list_commands(self, ctx):
-        return sorted(n for n in COMMANDS if self._load(n) is not None)
-
-    def get_command(self, ctx, name):
-        return self._load(name)
-
-    @staticmethod
-    def _load(name):
-        target = COMMANDS.get(name)
-        if target is None:
-            return None
-        module, attr = target.split(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as exc:  # a stage not built yet
-            if exc.name and exc.name.startswith("rhythmhead"):
-                return None
-            raise
-
-
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=LazyGroup, table=COMMANDS, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="rhythmhead")
 def cli():
     """rhythmhead: a talking head with rhythmic head motion from a reference clip or photo and a speech recording.

@@ -3,7 +3,7 @@ import json, shutil, sys
 from pathlib import Path
 import numpy as np
 from rhythmhead.data.store import ClipStore
-for src, dst in (("/work/store", "/work/main/.gpu/gen_store/main"), ("/work/store_silent", "/work/main/.gpu/gen_store/silent")):
+for src, dst in (("/work/store", ".gpu/gen_store/main"), ("/work/store_silent", ".gpu/gen_store/silent")):
     st = ClipStore(src); dst = Path(dst); dst.mkdir(parents=True, exist_ok=True)
     recs = []
     for r in st.manifest():

@@ -1,5 +1,10 @@
-"""Device-run driver (not part of the package): decode frames with OpenCV into the dataset's frame cache, bench G on
-CUDA, train the fast generator for a wall-time budget, save samples. Usage: python3 gpu_run.py TRAIN_SECONDS DEVICE"""
+"""Device-run driver (not part of the package; see tools/gpu/README.md): decode frames with OpenCV into the dataset's
+frame cache, bench G on CUDA, train the fast generator for a wall-time budget, save samples.
+
+Usage (from the working tree root): python3 tools/gpu/train_generator_gpu.py TRAIN_SECONDS DEVICE
+Environment: BS (batch, 8), NW (loader workers, 12), INIT (an export to start from; empty = random), REC (weight of the
+reconstruction loss; empty = the preset's), BENCH=0 to skip the benchmark, EVAL=0 to skip the evaluation.
+HERE (the compact stores) is $GEN_STORE or .gpu/gen_store."""
 import hashlib, json, os, shutil, sys, time
 from multiprocessing import Pool
 from pathlib import Path
@@ -10,7 +15,7 @@ import torch
 
 OUT = Path(os.environ.get("OUT", "/tmp/gen_out")); OUT.mkdir(parents=True, exist_ok=True)
 BUDGET, DEVICE = float(sys.argv[1]), sys.argv[2]
-HERE = Path(__file__).resolve().parent
+HERE = Path(os.environ.get("GEN_STORE", ".gpu/gen_store")).resolve()
 MAIN, SILENT, CACHE, RUN = HERE / "main", HERE / "silent", Path("/tmp/gen_frames"), Path("/tmp/genrun")
 t0 = time.time()
 from rhythmhead.data.store import ClipStore
@@ -40,7 +45,7 @@ with Pool(14) as pool:
     pool.map(decode, jobs)
 print(f"decoded {len(jobs)} clips in {time.time() - t0:.1f}s", flush=True)
 
-if DEVICE == "cuda":
+if DEVICE == "cuda" and os.environ.get("BENCH", "1") != "0":
     torch.backends.cudnn.benchmark = True
     print(torch.__version__, torch.cuda.get_device_name(0), flush=True)
     try:
@@ -62,6 +67,8 @@ from rhythmhead.training.trainer import Trainer
 over = {"trainer": {"batch_size": int(os.environ.get("BS", 8)), "max_steps": 10 ** 7, "log_every": 25,
                     "val_every": 400, "checkpoint_every": 10 ** 7, "num_workers": int(os.environ.get("NW", 12)),
                     "val_batches": 4},
+        **({"init_from": os.environ["INIT"]} if os.environ.get("INIT") else {}),
+        **({"loss": {"rec": float(os.environ["REC"])}} if os.environ.get("REC") else {}),
         "data": {"extra_stores": [str(SILENT)], "frame_cache_dir": str(CACHE), "cache_clips": 64}}
 task = GeneratorTask(load_config(GeneratorConfig, "generator", "fast", over), str(MAIN))
 shutil.rmtree(RUN, ignore_errors=True)
@@ -85,6 +92,8 @@ for name in ("export/generator.safetensors", "export/generator.json", "stats.jso
     if (RUN / name).exists():
         shutil.copy(RUN / name, OUT / Path(name).name)
 
+if os.environ.get("EVAL", "1") == "0":
+    sys.exit(0)
 from rhythmhead.evaluation.generator import evaluate_generator
 settings, methods = evaluate_generator(MAIN, [str(RUN)], stride=6, max_frames=8, clips="val", device=DEVICE,
                                        identity=False, landmarks=False, examples="/tmp/gen_png")

@@ -6,7 +6,6 @@ when asked for; stages whose module is not part of this install are skipped.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -16,6 +15,7 @@ import click
 import torch
 
 from ..errors import InputError
+from ..lazy import load
 
 # stage -> "module:function". One plain table.
 BENCHES: dict[str, str] = {
@@ -25,17 +25,6 @@ BENCHES: dict[str, str] = {
     "generator": "rhythmhead.bench.generator:run",
     "end2end": "rhythmhead.bench.end2end:run",
 }
-
-
-def load_bench(stage: str):
-    """The ``run`` function of ``stage``, or None when its module is not installed."""
-    module, attr = BENCHES[stage].split(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("rhythmhead"):
-            return None
-        raise
 
 
 def machine() -> dict:
@@ -52,10 +41,7 @@ def run_benches(stages: list[str], preset: str, echo=lambda msg: None) -> dict:
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     for stage in stages or list(BENCHES):
-        fn = load_bench(stage)
-        if fn is None:
-            skipped[stage] = "not available in this install"
-            continue
+        fn = load(BENCHES[stage])
         echo(f"bench {stage} ({preset}) ...")
         try:
             results.update(fn(preset))

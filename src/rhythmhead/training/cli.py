@@ -5,7 +5,6 @@ The stage table maps a name to its TrainTask class, imported only when that stag
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import sys
 
@@ -15,6 +14,7 @@ import yaml
 
 from .. import config as config_lib
 from ..errors import InputError
+from ..lazy import load
 
 # stage name -> "module:TrainTask subclass". One plain table, no registry.
 STAGES: dict[str, str] = {
@@ -26,14 +26,8 @@ STAGES: dict[str, str] = {
 
 
 def load_task_class(stage: str) -> type:
-    """The TrainTask class of ``stage`` (ClickException if that stage is not part of this install)."""
-    module, attr = STAGES[stage].split(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("rhythmhead"):
-            raise click.ClickException(f"stage '{stage}' is not available in this install ({exc.name} missing)")
-        raise
+    """The TrainTask class of ``stage``."""
+    return load(STAGES[stage])
 
 
 def parse_set(items: tuple[str, ...]) -> dict:
