@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.pca import ExpressionPCA
-from ..data.store import ClipStore
 from ..errors import InputError
 from ..models.expression import ExpressionLearner
-from .learner_data import GAINS_DB, ExpressionFrames, load_clips, require_clips, split_ids
-from .task import TrainerConfig, TrainTask
+from .learner_data import GAINS_DB, ExpressionFrames
+from .learner_task import LearnerTask
+from .task import TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class ExpressionConfig:
     data: ExpressionDataConfig = field(default_factory=ExpressionDataConfig)
 
 
-class ExpressionTask(TrainTask):
+class ExpressionTask(LearnerTask):
     """Ψ with an MSE loss on PCA codes (see the module docstring)."""
 
     stage = "expression"
@@ -71,24 +71,9 @@ class ExpressionTask(TrainTask):
 
     def __init__(self, cfg: ExpressionConfig, data_dir: str | None):
         super().__init__(cfg, data_dir)
-        if data_dir is not None:
-            ClipStore(data_dir)  # validate the store at startup
-        self.device = torch.device("cpu")
-        self._clips: dict[str, list] = {}
         self._pca: ExpressionPCA | None = None
 
     # -- data -----------------------------------------------------------------------------------------------------
-    def clips(self, split: str) -> list:
-        if split not in self._clips:
-            if self.data_dir is None:
-                raise ValueError("this task has no data store")
-            d = self.cfg.data
-            train, val = split_ids(self.data_dir, d.val_fraction, d.split_seed)
-            clips = load_clips(self.data_dir, train if split == "train" else val, self.cfg.model.audio_rate,
-                               self.cfg.model.fps)
-            self._clips[split] = require_clips(clips, self.data_dir, split)
-        return self._clips[split]
-
     @property
     def pca(self) -> ExpressionPCA:
         """The expression PCA (loaded from ``data.pca`` or fitted on the training clips), checked against the model."""

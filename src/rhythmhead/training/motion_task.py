@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.store import ClipStore
 from ..models.motion import HeadMotionLearner, MotionDiscriminator
-from .learner_data import MotionWindows, load_clips, pose_statistics, require_clips, split_ids
-from .task import TrainerConfig, TrainTask
+from .learner_data import MotionWindows, pose_statistics
+from .learner_task import LearnerTask
+from .task import TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _unwrap(module):
     return getattr(module, "module", module)
 
 
-class MotionTask(TrainTask):
+class MotionTask(LearnerTask):
     """Φ + moments discriminator (see the module docstring)."""
 
     stage = "motion"
@@ -82,24 +82,9 @@ class MotionTask(TrainTask):
 
     def __init__(self, cfg: MotionConfig, data_dir: str | None):
         super().__init__(cfg, data_dir)
-        if data_dir is not None:
-            ClipStore(data_dir)  # validate the store at startup
-        self.device = torch.device("cpu")
-        self._clips: dict[str, list] = {}
         self._stats: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- data -----------------------------------------------------------------------------------------------------
-    def clips(self, split: str) -> list:
-        if split not in self._clips:
-            if self.data_dir is None:
-                raise ValueError("this task has no data store")
-            d = self.cfg.data
-            train, val = split_ids(self.data_dir, d.val_fraction, d.split_seed)
-            ids = train if split == "train" else val
-            clips = load_clips(self.data_dir, ids, self.cfg.model.audio_rate, self.cfg.model.fps)
-            self._clips[split] = require_clips(clips, self.data_dir, split)
-        return self._clips[split]
-
     def pose_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-dimension ``(mean, std)`` of the training clips' smoothed poses."""
         if self._stats is None:
