@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .native_log import quiet_native_stderr
+
 __all__ = ["FaceDetector", "Detection", "choose_face", "suppress_overlaps"]
 
 Detection = tuple[float, float, float, float, float]  # (x0, y0, x1, y1, score) pixels
@@ -28,8 +30,9 @@ class FaceDetector:
         from mediapipe.python.solutions import face_detection
 
         self.max_side = int(max_side)
-        self._dets = [face_detection.FaceDetection(model_selection=m, min_detection_confidence=min_confidence)
-                      for m in (0, 1)]
+        with quiet_native_stderr():
+            self._dets = [face_detection.FaceDetection(model_selection=m, min_detection_confidence=min_confidence)
+                          for m in (0, 1)]
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
         """Boxes of the faces in ``rgb`` ``(H, W, 3)`` uint8, clipped to the frame."""
@@ -42,7 +45,8 @@ class FaceDetector:
         small = np.ascontiguousarray(small)
         detections = []
         for det_model in self._dets:
-            detections = det_model.process(small).detections or []
+            with quiet_native_stderr():
+                detections = det_model.process(small).detections or []
             if detections:
                 break
         out = []

@@ -25,6 +25,8 @@ from importlib import resources
 
 import numpy as np
 
+from .native_log import quiet_native_stderr
+
 __all__ = ["MESH_TO_68", "N_MESH", "FaceMesher", "mesh_to_68", "canonical_68", "canonical_mesh_478"]
 
 N_MESH = 478
@@ -92,13 +94,14 @@ class FaceMesher:
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
         from mediapipe.python.solutions import face_mesh
 
-        self._mesh = face_mesh.FaceMesh(
-            static_image_mode=static_image_mode,
-            max_num_faces=max_num_faces,
-            refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence,
-            min_tracking_confidence=min_tracking_confidence,
-        )
+        with quiet_native_stderr():
+            self._mesh = face_mesh.FaceMesh(
+                static_image_mode=static_image_mode,
+                max_num_faces=max_num_faces,
+                refine_landmarks=True,
+                min_detection_confidence=min_detection_confidence,
+                min_tracking_confidence=min_tracking_confidence,
+            )
 
     def all_faces(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Every face found in ``rgb`` ``(H, W, 3)`` uint8: a list of ``(478, 3)`` float32 pixel arrays."""
@@ -106,7 +109,8 @@ class FaceMesher:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"FaceMesher expects (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
-        result = self._mesh.process(rgb)
+        with quiet_native_stderr():
+            result = self._mesh.process(rgb)
         faces = []
         for lm in result.multi_face_landmarks or ():
             pts = np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float32)
