@@ -216,3 +216,20 @@ def test_real_clip_reference(tiny_pipe, media_dir, audio_1s):
     plan = tiny_pipe.plan(prepared, audio_1s, still=True)
     # the held pose's landmarks lie on the reference's face in the 256² crop
     assert np.abs(plan.landmarks[0, :, :2].mean(0) - prepared.reference.landmarks[:, :, :2].mean((0, 1))).max() < 20
+
+
+def test_pose_from_a_video_moves_its_motion_onto_the_reference(tiny_pipe, prepared_photo, audio_1s):
+    from rhythmhead.inference.inputs import PoseTrack
+
+    driving = np.zeros((40, 6), np.float32)
+    driving[:, 1] = 0.5 + 0.1 * np.sin(np.linspace(0, 6, 40))  # another head, turned 0.5 rad, nodding about it
+    driving[:, 3:] = (40.0, -30.0, 5.0)
+    exact = tiny_pipe.plan(prepared_photo, audio_1s, pose_from=driving)
+    np.testing.assert_allclose(exact.poses[:, 1].mean(), driving[: exact.n_frames, 1].mean(), atol=1e-5)
+    moved = tiny_pipe.plan(prepared_photo, audio_1s, pose_from=PoseTrack(driving, relative=True))
+    anchor = prepared_photo.anchor_pose
+    n = moved.n_frames
+    np.testing.assert_allclose(moved.poses - moved.poses.mean(0), exact.poses - exact.poses.mean(0), atol=1e-4)
+    np.testing.assert_allclose(moved.poses[:, 3:].mean(0), anchor[3:] + driving[:n, 3:].mean(0) - driving[:, 3:].mean(0),
+                               atol=1e-3)
+    assert abs(moved.poses[:, 1].mean() - anchor[1]) < 0.05

@@ -217,7 +217,8 @@ def read_jobs(path: str | Path, defaults: dict) -> list[Job]:
 @click.option("--out", type=click.Path(dir_okay=False), metavar="OUT.mp4", help="Output video.")
 @click.option("--models", type=click.Path(file_okay=False), metavar="DIR",
               help="Models folder (tools/make_bundle.py); default: the bundled models.")
-@click.option("--pose-from", metavar="VIDEO|NPY", help="Take the head poses from a video or a (T, 6) .npy.")
+@click.option("--pose-from", metavar="VIDEO|NPY",
+              help="Head motion of a driving video (applied about the reference's pose) or exact (T, 6) poses (.npy).")
 @click.option("--still", is_flag=True, help="Hold the reference's mean head pose.")
 @click.option("--motion-scale", type=click.FloatRange(0, 5), default=1.0, show_default=True,
               help="Head-motion amplitude about the reference's mean pose (0 = still).")

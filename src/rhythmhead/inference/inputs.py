@@ -122,8 +122,18 @@ def load_reference(path: str | Path, crop_mode: str = "smooth"):
     return ref, notes
 
 
-def load_pose_track(path: str | Path) -> np.ndarray:
-    """``--pose-from``: ``(T, 6)`` float32 poses from a ``.npy`` file or tracked from a video."""
+@dataclass(frozen=True)
+class PoseTrack:
+    """``--pose-from``: ``poses (T, 6)``; ``relative`` marks a driving video's head motion, which the pipeline applies
+    about the reference's own pose (another head's place and angle in its own crop mean nothing for this reference),
+    while a ``.npy`` holds exact poses (e.g. saved by ``--save-intermediates``) that are replayed as they are."""
+
+    poses: np.ndarray
+    relative: bool
+
+
+def load_pose_track(path: str | Path) -> PoseTrack:
+    """``--pose-from``: ``(T, 6)`` float32 poses from a ``.npy`` file (exact) or tracked from a video (relative)."""
     p = Path(path)
     if p.suffix.lower() == ".npy":
         if not p.is_file():
@@ -137,9 +147,9 @@ def load_pose_track(path: str | Path) -> np.ndarray:
                              p)
         if not np.isfinite(pose).all():
             raise InputError("poses hold NaN or inf", p)
-        return pose.astype(np.float32)
+        return PoseTrack(pose.astype(np.float32), relative=False)
     ref, _ = load_reference(p)
-    return ref.pose.astype(np.float32)
+    return PoseTrack(ref.pose.astype(np.float32), relative=True)
 
 
 def clip_audio(path: str | Path, rate: int, n_frames: int, fps: float = 25.0) -> np.ndarray | None:

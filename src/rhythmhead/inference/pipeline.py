@@ -15,7 +15,8 @@ Steps of one call:
    pose + speech (a photo: from ``motion_style`` or the bundle's default style); Ψ's reference code and identity offset;
    optional test-time fine-tuning (``finetune_steps``).
 2. **Audio** → per-frame windows, cut chunk by chunk (:class:`rhythmhead.inference.stream.AudioFrames`).
-3. **Poses**: Φ's extrapolation (a style's poses re-centred on the reference's mean pose), or ``pose_from`` (a video → its tracked poses; a ``.npy`` ``(T, 6)``), or ``still``;
+3. **Poses**: Φ's extrapolation (a style's poses re-centred on the reference's mean pose), or ``pose_from`` (a video → its tracked head motion, moved onto the reference's mean pose; a ``.npy`` ``(T, 6)`` of
+   exact poses), or ``still``;
    then ``motion_scale`` about the reference's mean pose.
 4. **Expression**: Ψ's codes (lightly smoothed), or ``expression_from`` (a video → its frontal landmarks → codes);
    ``expression_scale`` about the neutral face; decoded with the reference's identity offset; blinks (``blink``,
@@ -245,7 +246,8 @@ class TalkingHeadPipeline:
         Args:
             prepared: from :meth:`prepare`.
             audio: an :class:`~rhythmhead.inference.inputs.AudioInput`.
-            pose_from: ``(T', 6)`` poses, a ``.npy`` path or a video path (cut or ping-ponged to T).
+            pose_from: exact ``(T', 6)`` poses (array or ``.npy`` path), or a video path / ``PoseTrack`` whose motion is
+                applied about the reference's mean pose; cut or ping-ponged to T.
             still: hold the reference's mean pose.
             motion_scale: amplitude of the head motion about the reference's mean pose (0 = still, 1 = as made).
             expression_from: a video path or a Reference whose frontal landmarks drive the expression.
@@ -255,7 +257,7 @@ class TalkingHeadPipeline:
         from ..audio.windows import num_frames, samples_per_frame
         from ..geometry.pose import apply_pose
         from . import controls
-        from .inputs import load_pose_track, load_reference, resample
+        from .inputs import PoseTrack, load_pose_track, load_reference, resample
         from .stream import predict_codes, predict_poses
 
         timer = timer or StageTimer()
@@ -272,12 +274,16 @@ class TalkingHeadPipeline:
         # 3. poses
         anchor = prepared.anchor_pose
         if pose_from is not None:
-            track = np.asarray(pose_from if isinstance(pose_from, np.ndarray) else load_pose_track(pose_from),
-                               np.float32)
+            source = "pose_from" if isinstance(pose_from, (np.ndarray, PoseTrack)) else f"pose_from:{pose_from}"
+            if not isinstance(pose_from, (np.ndarray, PoseTrack)):
+                pose_from = load_pose_track(pose_from)
+            track = np.asarray(pose_from.poses if isinstance(pose_from, PoseTrack) else pose_from, np.float32)
             if track.ndim != 2 or track.shape[1] != 6 or len(track) == 0 or not np.isfinite(track).all():
                 raise InputError(f"pose_from must be finite (T, 6) poses, got shape {track.shape}")
             poses = controls.fit_length(track, n)
-            info["motion"] = "pose_from" if isinstance(pose_from, np.ndarray) else f"pose_from:{pose_from}"
+            if isinstance(pose_from, PoseTrack) and pose_from.relative:  # a driving video's motion, about our pose
+                poses = poses - track.mean(0) + anchor
+            info["motion"] = source
         elif still:
             poses = controls.hold_pose(anchor, n)
             info["motion"] = "still"
