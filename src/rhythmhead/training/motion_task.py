@@ -67,7 +67,7 @@ class MotionConfig:
     model: MotionModelConfig = field(default_factory=MotionModelConfig)
     optim: MotionOptimConfig = field(default_factory=MotionOptimConfig)
     data: MotionDataConfig = field(default_factory=MotionDataConfig)
-    adv_weight: float = 0.05  # weight of the adversarial term in Φ's loss (0 = the released code's pure MSE)
+    adv_weight: float = 0.1  # weight of the adversarial term in Φ's loss (0 = the released code's pure MSE); presets set it
 
 
 def _unwrap(module):
