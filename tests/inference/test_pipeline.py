@@ -36,7 +36,8 @@ def test_photo_result_shapes_and_saved_video(tiny_pipe, photo_ref, audio_1s, tmp
     assert result.plan.info["motion"] == "phi (default style)"
     out = result.save(tmp_path / "out.mp4")
     info = probe(out)
-    assert info.has_audio and info.n_frames == t and info.width == tiny_pipe.bundle.generator.image_size
+    assert tiny_pipe.bundle.generator.image_size == 64  # the tiny G's frames are upsampled to the 256² crop
+    assert info.has_audio and info.n_frames == t and info.width == info.height == 256
     assert abs(info.duration_s - audio_1s.seconds) < 0.15
     frames = list(result.frames())  # re-iterable and identical to what was encoded (up to compression)
     assert len(frames) == t and frames[0].dtype == np.uint8
@@ -49,7 +50,7 @@ def test_photo_result_shapes_and_saved_video(tiny_pipe, photo_ref, audio_1s, tmp
 def test_per_reference_work_runs_once(tiny_pipe, photo_ref, audio_1s, tmp_path, monkeypatch):
     import rhythmhead.geometry.mesh as mesh_mod
 
-    gen = tiny_pipe.bundle.generator.net
+    gen = tiny_pipe.bundle.generator.frozen  # the folded copy that generation runs
     calls = {"embed": 0, "mesh": 0, "generate": 0}
     embed, build, generate = gen.embed_references, mesh_mod.build_textured_mesh, gen.generate
 

@@ -183,3 +183,33 @@ def test_finetune_trains_only_the_named_parts_and_d():
     assert all(p.requires_grad for p in g.parameters()) and not g.training
     with pytest.raises(ValueError, match="render"):
         finetune(g, d, {"ref_images": x["ref_images"], "ref_labels": x["ref_labels"]}, steps=1)
+
+
+@pytest.mark.parametrize("ablation", ["none", "linear_composition"])
+def test_fold_for_inference_keeps_the_images(ablation):
+    """Folding spectral norm and BatchNorm (with real running statistics) into the convs, plus channels-last memory,
+    changes no image beyond float rounding; the folded copy has no spectral norm or conv-following BatchNorm left, and
+    a network in training mode is refused."""
+    from torch.nn.utils import parametrize
+
+    from rhythmhead.models.util import fold_for_inference
+
+    g = make(ablation, norm="batch")
+    with torch.no_grad():
+        for seed in range(3):  # running statistics away from their (0, 1) start
+            g(**inputs(seed + 10))
+    g.eval()
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_for_inference(make(ablation, norm="batch"))
+    folded = make(ablation, norm="batch", seed=1)
+    folded.load_state_dict(g.state_dict())
+    folded = fold_for_inference(folded.eval())
+    assert not any(parametrize.is_parametrized(m) for m in folded.modules())
+    seqs = [m for m in folded.modules() if isinstance(m, torch.nn.Sequential)]
+    assert not any(isinstance(a, torch.nn.Conv2d) and isinstance(b, torch.nn.BatchNorm2d)
+                   for s in seqs for a, b in zip(s, list(s)[1:]))
+    assert any(parametrize.is_parametrized(m) for m in g.modules())  # the original keeps its spectral norm
+    with torch.no_grad():
+        want, got = g(**inputs(), need_raw=False)["image"], folded(**inputs(), need_raw=False)["image"]
+    assert (want - got).abs().max() < 1e-4 and (want - make(ablation, norm="batch", seed=5).eval()(
+        **inputs(), need_raw=False)["image"]).abs().max() > 1e-2

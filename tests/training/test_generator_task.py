@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rhythmhead.config import load_config
+from rhythmhead.errors import InputError
 from rhythmhead.data.synthetic import make_synthetic_store
 from rhythmhead.geometry.flow import warp
 from rhythmhead.models.checkpoint import load_export
@@ -129,3 +130,27 @@ def test_trainer_run_exports_g_and_d(store, tmp_path):
             "render_label")
     with torch.no_grad():
         assert torch.equal(g(*(batch[k] for k in keys))["image"], trained(*(batch[k] for k in keys))["image"])
+
+
+def test_init_from_warm_starts_another_resolution_and_ablation(store, tmp_path):
+    """An export at 64² (3 levels) initialises a 32² G with 2 levels and the no_warp ablation: every tensor with the
+    same name and shape is copied, the rest stays random; an export of a narrower network is refused."""
+    task = GeneratorTask(cfg_for(), str(store))
+    Trainer(task, tmp_path / "run", "cpu").fit()
+    source = load_export(tmp_path / "run", stage="generator").state_dicts["generator"]
+    small = {"model": {**TINY["model"], "image_size": 32, "n_downsample": 2},
+             "data": {**TINY["data"], "image_size": 32}, "init_from": str(tmp_path / "run"), "ablation": "no_warp"}
+    with pytest.warns(UserWarning, match="keep their random initialisation"):
+        gen = GeneratorTask(cfg_for(small), str(store)).build(torch.device("cpu"))["generator"]
+    state = gen.state_dict()
+    copied = [k for k, v in state.items() if k in source and source[k].shape == v.shape]
+    assert len(copied) > 0.9 * len(state) and "enc_img.0.0.bias" in copied
+    assert all(torch.equal(state[k], source[k]) for k in copied)
+    assert "enc_img.3.0.bias" in source and "enc_img.3.0.bias" not in state  # the 64² export's extra level
+    assert not hasattr(gen, "flow_ref")
+
+    other = {"model": {**TINY["model"], "ngf": 3, "max_channels": 6, "fc_hidden": 5, "flow_ngf": 3,
+                       "flow_max_channels": 5, "spade_hidden": 5, "attn_channels": 3},
+             "disc": {**TINY["disc"], "ndf": 3, "max_channels": 6}, "init_from": str(tmp_path / "run")}
+    with pytest.raises(InputError, match="fits under half"):
+        GeneratorTask(cfg_for(other), str(store)).build(torch.device("cpu"))

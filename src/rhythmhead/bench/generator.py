@@ -2,7 +2,8 @@
 generation, for K = 1 and K = 8.
 
 G is built from the preset's ``model`` config with random weights (speed does not depend on training), in eval mode,
-under ``torch.no_grad``. ``<name>_embed`` times :meth:`Generator.embed_references` (one reference set, fps = reference
+folded for inference as the pipeline runs it (:func:`rhythmhead.models.util.fold_for_inference`), under
+``torch.no_grad``. ``<name>_embed`` times :meth:`Generator.embed_references` (one reference set, fps = reference
 sets per second); ``<name>_frame`` times :meth:`Generator.generate` for consecutive target frames on that embedding
 (``need_raw=False``, as at inference), with the warping reference and the 3-D render as inputs. Names are
 ``generator_<preset>_k<K>_{embed,frame}``. Threads: torch's current setting (``OMP_NUM_THREADS=2`` for the 2-core
@@ -22,12 +23,13 @@ def run(preset: str = "fast", device: str = "cpu", shots: tuple[int, ...] = (1, 
     """``{"generator_<preset>_k<K>_embed": {...}, "generator_<preset>_k<K>_frame": {...}}`` (see bench.common.measure)."""
     from ..config import load_config
     from ..models.generator import Generator
+    from ..models.util import fold_for_inference
     from ..training.generator_task import GeneratorConfig, generator_kwargs
     from .common import measure
 
     cfg = load_config(GeneratorConfig, "generator", preset)
     torch.manual_seed(0)
-    gen = Generator(**generator_kwargs(cfg)).to(device).eval()
+    gen = fold_for_inference(Generator(**generator_kwargs(cfg)).to(device).eval())
     s = cfg.model.image_size
     n = n_frames or FRAMES.get(preset, 5)
     params = sum(p.numel() for p in gen.parameters())

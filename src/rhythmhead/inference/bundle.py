@@ -197,6 +197,21 @@ class GeneratorModel:
     mouth_margin: float
     config: dict
     path: Path | None = None
+    kwargs: dict = field(default_factory=dict)  # Generator(**kwargs) builds ``net``'s architecture
+    frozen: torch.nn.Module | None = None  # ``net`` folded for generation (see :meth:`freeze`); made by load_generator
+
+    def freeze(self, net: torch.nn.Module | None = None) -> torch.nn.Module:
+        """A generation-only copy of ``net`` (default: this G): spectral norm and BatchNorm folded into the convs
+        and channels-last memory (:func:`rhythmhead.models.util.fold_for_inference`) — the same images, less time.
+        The copy is built anew from ``kwargs`` (folding a deep copy would strip the original's spectral norm)."""
+        from ..models.generator import Generator
+        from ..models.util import fold_for_inference
+
+        net = self.net if net is None else net
+        device = next(net.parameters()).device
+        copy = Generator(**self.kwargs)
+        copy.load_state_dict(net.state_dict())
+        return fold_for_inference(copy.to(device).eval())
 
 
 @dataclass
@@ -282,8 +297,10 @@ def load_generator(path: Path, device: str | torch.device = "cpu", with_disc: bo
         disc = _load_state(_build(Discriminator, disc_kwargs, path), export.state_dicts["disc"], path, "disc")
         disc = disc.to(device).eval()
     data = export.config.get("data", {})
-    return GeneratorModel(net.to(device).eval(), disc, int(kwargs.get("image_size", 256)),
-                          float(data.get("mouth_margin", 0.15)), export.meta, Path(path))
+    model = GeneratorModel(net.to(device).eval(), disc, int(kwargs.get("image_size", 256)),
+                           float(data.get("mouth_margin", 0.15)), export.meta, Path(path), dict(kwargs))
+    model.frozen = model.freeze()
+    return model
 
 
 def load_unprojection(path: Path, device: str | torch.device = "cpu") -> torch.nn.Module:

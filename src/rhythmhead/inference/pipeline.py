@@ -126,7 +126,7 @@ class Result:
             yield frames
 
     def frames(self) -> Iterator[np.ndarray]:
-        """The frames, made lazily chunk by chunk: ``(S, S, 3)`` uint8 (the source frame's size with paste-back)."""
+        """The frames, made lazily chunk by chunk: ``(256, 256, 3)`` uint8 (the source frame's size with paste-back)."""
         for chunk in self._chunks():
             yield from chunk
 

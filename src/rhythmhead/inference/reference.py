@@ -260,10 +260,11 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
     neutral = np.asarray(pca.encode(pca.template, np.zeros_like(pca.template)), np.float32)
 
     # 5. G: optional fine-tuning of a copy, then the K-shot embedding (once).
-    generator = gen_model.net
+    generator = gen_model.frozen if gen_model.frozen is not None else gen_model.net
     history: list = []
     if finetune_steps > 0:
-        history, generator = _finetune(gen_model, ref, idx, mesh, ref_images, ref_labels, finetune_steps, seed, device)
+        history, tuned = _finetune(gen_model, ref, idx, mesh, ref_images, ref_labels, finetune_steps, seed, device)
+        generator = gen_model.freeze(tuned)
     with torch.no_grad():
         embedding = generator.embed_references(ref_images, ref_labels)
     return PreparedReference(

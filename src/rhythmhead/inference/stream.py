@@ -156,7 +156,8 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
     """Generate the frames of ``plan`` for a prepared reference, chunk by chunk.
 
     Yields:
-        ``(frames (n, S, S, 3) uint8, renders (n, 256, 256, 3) uint8)`` per chunk of ``n ≤ chunk`` frames, in order.
+        ``(frames (n, 256, 256, 3) uint8, renders (n, 256, 256, 3) uint8)`` per chunk of ``n ≤ chunk`` frames, in
+        order (frames of a G with a smaller image size are upsampled to the 256² crop).
     """
     from ..geometry.labelmap import mouth_mask
     from .reference import CROP, label_maps, render_inputs
@@ -179,13 +180,16 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
             warp = torch.from_numpy(nearest_shots(prepared.shot_poses, poses)).to(device)
             warp_images = prepared.ref_images[0, warp]
             warp_labels = prepared.ref_labels[0, warp]
-        frames = np.empty((n, size, size, 3), np.uint8)
+        frames = np.empty((n, CROP, CROP, 3), np.uint8)
         with timer("generator", n):
             for b0 in range(0, n, batch):
                 b1 = min(n, b0 + batch)
                 out = gen.generate(prepared.embedding.expand(b1 - b0), target_labels[b0:b1], warp_images[b0:b1],
                                    warp_labels[b0:b1], render_images[b0:b1], render_labels[b0:b1],
                                    mouth_mask=masks[b0:b1], need_raw=False)
-                img = ((out["image"].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                img = out["image"].float()
+                if size != CROP:  # a G trained at a lower resolution: its frames are upsampled to the 256² crop
+                    img = torch.nn.functional.interpolate(img, size=(CROP, CROP), mode="bilinear", align_corners=False)
+                img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
                 frames[b0:b1] = img.permute(0, 2, 3, 1).cpu().numpy()
         yield frames, renders

@@ -146,3 +146,13 @@ def _json_default(value: Any):
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
     raise TypeError(f"meta value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def load_matching(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Warm start: copy into ``module`` every tensor of ``state`` with the same name and shape; tensors the module lacks
+    (e.g. the extra levels of a generator exported at a higher resolution, or the branches an ablation removes) are
+    ignored. Returns the names of the module's tensors left as they were (not in ``state`` or of another shape)."""
+    own = module.state_dict()
+    match = {k: state[k] for k, v in own.items() if k in state and state[k].shape == v.shape}
+    module.load_state_dict(match, strict=False)
+    return [k for k in own if k not in match]

@@ -99,7 +99,9 @@ class GeneratorConfig:
     finetune_steps: int = 70  # test-time fine-tuning steps inference uses by default (0 = none)
     sync_bn: bool = False  # SyncBatchNorm in G under DDP on CUDA (ignored on CPU)
     amp: bool = False  # bfloat16 autocast on CUDA
-    init_from: str = ""  # start G and D from an earlier generator export (run folder or .safetensors); empty = random
+    # Warm-start G and D from a generator export (run folder or .safetensors): every tensor with the same name and shape
+    # is copied (an export at another resolution or without an ablation's branches fits); empty = random.
+    init_from: str = ""
 
 
 def generator_kwargs(cfg: GeneratorConfig) -> dict:
@@ -154,15 +156,18 @@ class GeneratorTask(TrainTask):
                 warnings.warn("sync_bn ignored: SyncBatchNorm needs CUDA; using per-process BatchNorm")
         disc = Discriminator(**asdict(self.cfg.disc))
         if self.cfg.init_from:
-            from ..models.checkpoint import load_export
+            from ..models.checkpoint import load_export, load_matching
 
             export = load_export(self.cfg.init_from, stage="generator")
-            try:
-                gen.load_state_dict(export.state_dicts["generator"])
-                disc.load_state_dict(export.state_dicts["disc"])
-            except (KeyError, RuntimeError):
-                raise InputError("init_from: the export does not match this config's networks",
-                                 self.cfg.init_from) from None
+            for name, net in (("generator", gen), ("disc", disc)):
+                own = net.state_dict()
+                fresh = load_matching(net, export.state_dicts.get(name, {}))
+                if 2 * sum(own[k].numel() for k in fresh) > sum(v.numel() for v in own.values()):
+                    raise InputError(f"init_from: the export fits under half of this config's {name} weights "
+                                     "(an export of another preset or network?)", self.cfg.init_from)
+                if fresh:
+                    warnings.warn(f"init_from: {len(fresh)} of {len(own)} {name} tensors have no "
+                                  f"match in the export and keep their random initialisation")
         self.modules = {"generator": gen.to(self.device), "disc": disc.to(self.device)}
         if self.vgg is not None:
             self.vgg = self.vgg.to(self.device)
