@@ -9,7 +9,8 @@ reference) and compared with the real frame. The K-shot embedding is computed on
 Methods (rows): one per ``--models RUN`` (named by its ablation, e.g. ``none``, ``no_warp``; a repeated name gets the
 run folder appended) and ``static`` = the reference frame nearest in pose to the target, repeated.
 
-Metrics: ``ssim``, ``psnr_db`` (whole 256² frame, :mod:`rhythmhead.evaluation.metrics`); ``csim`` = cosine of the dlib
+Every model's frames are upsampled to the 256² crop when G runs at a smaller size (as at inference), and all metrics are
+computed there. Metrics: ``ssim``, ``psnr_db`` (whole 256² frame, :mod:`rhythmhead.evaluation.metrics`); ``csim`` = cosine of the dlib
 128-d descriptors of generated and real frame (frames where dlib finds both faces); ``face_fd`` = Fréchet distance
 between the sets of dlib descriptors of generated and of real frames (a face-identity FD, not FID); ``lmd_mouth``,
 ``lmd_all`` = landmark distance (px at 256²) between MediaPipe's 68 points (``FaceMesher`` + ``mesh_to_68``) on the
@@ -71,8 +72,10 @@ def clip_targets(n_frames: int, shots: int, stride: int, max_frames: int, ref_fr
 
 def generate_clip(gen, frames: np.ndarray, track: dict, refs: list[int], targets: list[int], device="cpu",
                   batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generated, real and static frames ``(N, S, S, 3)`` uint8 of one clip's targets (S = the model's image size)."""
-    from ..training.generator_data import make_sample, reference_mesh, worst_reference
+    """Generated, real and static frames ``(N, 256, 256, 3)`` uint8 of one clip's targets: G runs at its own image
+    size and its frames are upsampled to the 256² crop (as the inference pipeline does), so that generators of any
+    size are scored against the same real frames."""
+    from ..training.generator_data import CROP, make_sample, reference_mesh, worst_reference
 
     s = gen.image_size
     mesh, key = reference_mesh(frames, track, 0.25, len(refs))
@@ -89,11 +92,14 @@ def generate_clip(gen, frames: np.ndarray, track: dict, refs: list[int], targets
             out = gen.generate(emb.expand(len(chunk)), get("target_label"), get("warp_ref_image"),
                                get("warp_ref_label"), get("render_image"), get("render_label"),
                                mouth_mask=get("mouth_mask"), need_raw=False)
-            preds.append(_u8(out["image"]))
-    real = _u8(torch.stack([x["target_image"] for x in samples]))
+            image = out["image"].float()
+            if s != CROP:
+                image = torch.nn.functional.interpolate(image, size=(CROP, CROP), mode="bilinear", align_corners=False)
+            preds.append(_u8(image))
+    real = np.ascontiguousarray(frames[targets])
     rot = np.asarray(track["pose"])[:, :3]
     nearest = [refs[int(np.abs(rot[refs] - rot[t]).mean(-1).argmin())] for t in targets]
-    static = _u8(torch.stack([samples[0]["ref_images"][refs.index(r)] for r in nearest]))
+    static = np.ascontiguousarray(frames[nearest])
     return np.concatenate(preds), real, static
 
 
@@ -227,7 +233,8 @@ def evaluate_generator(data: str | Path, runs: list[str], *, shots: int | None =
         "static": "the reference frame nearest in pose (mean |Δ rotation vector|) to the target",
         "csim": "cosine of dlib 128-d face descriptors (generated vs real), frames where both faces are found",
         "face_fd": "Fréchet distance between dlib descriptor sets of generated and real frames (not FID)",
-        "lmd": "MediaPipe 68 points of the generated frame vs the real track, pixels at the model's size",
+        "lmd": "MediaPipe 68 points of the generated frame vs the real track, pixels at 256²",
+        "resolution": "every frame scored at the 256² crop (G's output upsampled when smaller)",
         "averaging": "mean over all evaluated frames", "device": str(device),
     }
     return settings, methods
