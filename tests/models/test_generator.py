@@ -213,3 +213,23 @@ def test_fold_for_inference_keeps_the_images(ablation):
         want, got = g(**inputs(), need_raw=False)["image"], folded(**inputs(), need_raw=False)["image"]
     assert (want - got).abs().max() < 1e-4 and (want - make(ablation, norm="batch", seed=5).eval()(
         **inputs(), need_raw=False)["image"]).abs().max() > 1e-2
+
+
+def test_linear_composition_fades_out_of_the_mouth_box():
+    """Inside the mouth box the linear composition takes the synthesised image only; its confidence stays high in a
+    thin ring around the box and falls back to the flow network's far from it."""
+    from rhythmhead.models.generator import feathered
+
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 10:20, 8:24] = 1
+    soft = feathered(mask, 2)
+    assert (soft[mask.bool()] == 1).all() and soft.min() == 0
+    assert 0 < soft[0, 0, 21, 16] < 1 and soft[0, 0, 28, 16] == 0  # the ring just below the box, then nothing
+    g = make("linear_composition").eval()
+    x = inputs()
+    with torch.no_grad():
+        out = g(**x)
+    inside = x["mouth_mask"].bool()
+    assert (out["conf_ref"][inside] == 1).all() and (out["conf_render"][inside] == 1).all()
+    torch.testing.assert_close(out["image"].masked_select(inside.expand(-1, 3, -1, -1)),
+                               out["raw"].masked_select(inside.expand(-1, 3, -1, -1)))

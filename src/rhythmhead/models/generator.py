@@ -59,6 +59,16 @@ def apply_ablation(model_kwargs: dict, ablation: str) -> dict:
     return {**model_kwargs, **ABLATIONS[ablation]}
 
 
+def feathered(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """A soft version of a binary ``mask (B, 1, H, W)`` that is still 1 everywhere the mask is, and falls to 0 over
+    about ``2·width`` pixels outside it (dilated by ``width``, then box-blurred over ``2·width + 1``): the linear
+    composition takes the synthesised image inside the masked mouth box and fades to the warped image around it,
+    instead of a visible seam at the box edge."""
+    k = 2 * width + 1
+    grown = F.max_pool2d(mask, k, stride=1, padding=width)
+    return torch.maximum(mask, F.avg_pool2d(grown, k, stride=1, padding=width, count_include_pad=False))
+
+
 @dataclass
 class RefEmbedding:
     """What :meth:`Generator.embed_references` computes once per reference set.
@@ -290,7 +300,7 @@ class Generator(nn.Module):
         if mouth_mask is not None:
             warped = torch.where(mouth_mask > 0.5, torch.full_like(warped, -1.0), warped)
             if conf is not None and self.composition == "linear":
-                conf = torch.maximum(conf, mouth_mask)
+                conf = torch.maximum(conf, feathered(mouth_mask, max(1, self.image_size // 64)))
         return flow, conf, warped
 
     def generate(self, embedding: RefEmbedding, target_label: torch.Tensor,
