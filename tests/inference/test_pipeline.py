@@ -67,7 +67,9 @@ def test_per_reference_work_runs_once(tiny_pipe, photo_ref, audio_1s, tmp_path, 
     result.save(tmp_path / "a.mp4")
     t = result.n_frames
     assert calls["embed"] == 1 and calls["mesh"] == 1
-    assert calls["generate"] == sum(-(-min(10, t - s) // 4) for s in range(0, t, 10))  # chunks of 10, batches of 4
+    batch = tiny_pipe.settings.batch
+    assert tiny_pipe.settings.chunk == 10 and batch == 8  # the fixture's chunks, the fast preset's micro-batches
+    assert calls["generate"] == sum(-(-min(10, t - s) // batch) for s in range(0, t, 10))
 
 
 def test_frames_are_lazy(tiny_pipe, prepared_photo, audio_1s, monkeypatch):
@@ -79,7 +81,7 @@ def test_frames_are_lazy(tiny_pipe, prepared_photo, audio_1s, monkeypatch):
     assert calls == []  # nothing rendered before iteration
     it = result.frames()
     next(it)
-    assert len(calls) == 3  # only the first chunk (10 frames, batches of 4)
+    assert len(calls) == 2  # only the first chunk (10 frames, micro-batches of 8)
 
 
 def test_still_and_motion_scale(tiny_pipe, prepared_photo, audio_1s):

@@ -5,8 +5,8 @@ Inputs: the packaged photo (NASA astronaut portrait) and the packaged speech, ti
 takes 15 000 frames divided by the end-to-end frames/s). Each run is a complete call as a user makes it: reference preparation, Φ, Ψ,
 render, G, H.264 + AAC encode into a temporary mp4.
 
-Models: the bundled models when the package has them, else randomly initialised networks of the preset's real
-architecture (``random_init: true`` in the result — speed and memory are those of the architecture, the pictures are
+Models: the bundled models when the package has them for the preset (its own models are `fast`; a `paper` subfolder
+would hold `paper` ones), else randomly initialised networks of the preset's real architecture (``random_init: true`` in the result — speed and memory are those of the architecture, the pictures are
 noise). ``preset="tiny"`` (Python API only) uses toy networks: a quick check that memory stays flat with length.
 Device: CUDA when available, else CPU with torch's current threads (``OMP_NUM_THREADS=2`` for the 2-core target).
 
@@ -42,8 +42,10 @@ def _models(preset: str, tmp: Path) -> tuple[Path, bool]:
     bundled = default_models_dir()
     if preset == "tiny":
         return write_random_bundle(tmp / "models", "tiny"), True
-    if (bundled / "generator.safetensors").is_file() or (bundled / preset / "generator.safetensors").is_file():
+    if (bundled / preset / "generator.safetensors").is_file():
         return resolve_models_dir(bundled, preset), False
+    if preset == "fast" and (bundled / "generator.safetensors").is_file():  # the package's own models are `fast`
+        return bundled, False
     return write_random_bundle(tmp / "models", preset), True
 
 

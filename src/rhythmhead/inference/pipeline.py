@@ -63,7 +63,7 @@ class InferenceSettings:
 
 
 PRESETS: dict[str, InferenceSettings] = {
-    "fast": InferenceSettings(shots=4, chunk=25, batch=4),
+    "fast": InferenceSettings(shots=4, chunk=32, batch=8),  # G at 128²: 8 frames a call, ≈ 20 % less time than 4
     "paper": InferenceSettings(shots=8, chunk=50, batch=8),
 }
 
