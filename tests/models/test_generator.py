@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rhythmhead.inference.random_bundle import TINY_GENERATOR
 from rhythmhead.models.discriminator import Discriminator
 from rhythmhead.models.finetune import FINETUNE_PREFIXES, finetune
 from rhythmhead.models.generator import ABLATIONS, Generator, apply_ablation
 
 S, K, B = 64, 2, 2
-TINY = dict(image_size=S, ngf=4, n_downsample=3, max_channels=16, n_adaptive_layers=2, n_fc_layers=2, fc_hidden=8,
-            n_downsample_attn=1, attn_channels=4, n_composition_layers=2, flow_ngf=4, flow_n_downsample=2,
-            flow_n_blocks=1, flow_max_channels=8, norm="instance", spade_hidden=8)
+TINY = TINY_GENERATOR  # 64², 3 levels, every branch on
 
 
 def inputs(seed=0, b=B, k=K):

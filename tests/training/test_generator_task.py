@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from rhythmhead.config import load_config
-from rhythmhead.errors import InputError
 from rhythmhead.data.synthetic import make_synthetic_store
+from rhythmhead.errors import InputError
 from rhythmhead.geometry.flow import warp
+from rhythmhead.inference.random_bundle import TINY_DISC, TINY_GENERATOR
 from rhythmhead.models.checkpoint import load_export
 from rhythmhead.models.discriminator import Discriminator
 from rhythmhead.models.generator import ABLATIONS, Generator
@@ -20,10 +21,7 @@ from rhythmhead.training.generator_task import GeneratorConfig, GeneratorTask, g
 from rhythmhead.training.trainer import Trainer
 
 S = 64
-TINY = {"model": dict(image_size=S, ngf=4, n_downsample=3, max_channels=16, n_adaptive_layers=2, fc_hidden=8,
-                      n_downsample_attn=1, attn_channels=4, flow_ngf=4, flow_n_downsample=2, flow_n_blocks=1,
-                      flow_max_channels=8, norm="instance", spade_hidden=8),
-        "disc": dict(ndf=4, n_layers=2, max_channels=16),
+TINY = {"model": TINY_GENERATOR, "disc": TINY_DISC,
         "trainer": dict(batch_size=2, max_steps=2, log_every=1, val_every=2, checkpoint_every=2, val_batches=1),
         "data": dict(image_size=S, shots=2, samples_per_clip=8, min_frames=8),
         "optim": dict(lr_g=1e-3, lr_d=1e-3)}
