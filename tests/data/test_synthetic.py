@@ -38,7 +38,7 @@ def test_track_is_consistent(synthetic_store):
         assert torch.allclose(front[:, idx], canon[idx].expand(len(front), 27, 3).float().double(), atol=1e-3)
         gap = (front[:, 66, 1] - front[:, 62, 1]).numpy()
         assert gap.max() - gap.min() > 5
-        assert tr["key_frame"] == key_frame(pose)
+        assert tr["key_frame"] == key_frame(pose, tr["frontal"])
         # the pose moves smoothly but really moves
         step = np.abs(np.diff(tr["pose"][:, :3], axis=0)).max()
         assert step < 0.05 and np.ptp(tr["pose"][:, 1]) > 0.02

@@ -176,3 +176,31 @@ def test_evaluate_group_dispatches_from_its_table(monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         root_cli.main(["evaluate", "ghost"])
     assert info.value.code == 2 and "No such command" in capsys.readouterr().err
+
+
+def test_sharpness_ratio_falls_with_blur_and_is_one_for_real_frames():
+    import cv2
+
+    from rhythmhead.evaluation.metrics import METRICS, laplacian_variance, region_masks, sharpness_ratio
+    from rhythmhead.face.landmarks import canonical_68
+
+    rng = np.random.default_rng(0)
+    # a textured "face": noise with structure at several scales
+    frames = np.stack([cv2.GaussianBlur(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), (3, 3), 0.6)
+                       for _ in range(3)])
+    lm = np.repeat(canonical_68()[None], 3, 0)
+    assert sharpness_ratio(frames, lm, frames, lm) == pytest.approx(1.0)
+    other = np.stack([cv2.GaussianBlur(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), (3, 3), 0.6)
+                      for _ in range(3)])
+    assert sharpness_ratio(other, lm, frames, lm) == pytest.approx(1.0, abs=0.1)  # same kind of detail ≈ 1
+    ratios = [sharpness_ratio(np.stack([cv2.GaussianBlur(f, (0, 0), s) for f in frames]), lm, frames, lm)
+              for s in (0.8, 1.5, 3.0)]
+    assert ratios[0] < 0.8 and ratios[0] > ratios[1] > ratios[2] > 0
+    # 128² upsampled to 256² (what the old pipeline did) loses most of the face detail
+    up = np.stack([cv2.resize(cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA), (256, 256)) for f in frames])
+    assert sharpness_ratio(up, lm, frames, lm, "mouth") < 0.5
+    # the regions: the mouth box lies inside the face hull; an unknown face gives NaN
+    face, mouth = region_masks(lm[:1], 256, "face")[0], region_masks(lm[:1], 256, "mouth")[0]
+    assert mouth.sum() > 100 and (face & mouth).sum() > 0.9 * mouth.sum() and face.sum() > 4 * mouth.sum()
+    assert np.isnan(laplacian_variance(frames[:1], np.zeros((1, 256, 256), bool))[0])
+    assert METRICS["sharp_face"]((frames, lm), (frames, lm)) == pytest.approx(1.0)

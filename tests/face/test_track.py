@@ -117,3 +117,18 @@ def test_suppress_overlaps():
     other = (300.0, 40.0, 380.0, 120.0, 0.7)
     assert suppress_overlaps([inner, big, other]) == [big, other]
     assert suppress_overlaps([]) == []
+
+
+def test_crop_stays_inside_the_frame():
+    # a face near the right and bottom edges: the paper's square would leave the frame; with the frame size it slides in
+    lm = _landmarks(5, shift=(260, 230))
+    free = crop_boxes(lm, mode="fixed")
+    assert free[0, 0] + free[0, 2] > 400 or free[0, 1] + free[0, 2] > 360
+    boxes = crop_boxes(lm, mode="fixed", frame_size=(360, 400))
+    x0, y0, side = boxes[0]
+    assert x0 >= 0 and y0 >= 0 and x0 + side <= 400 and y0 + side <= 360 and side == round(free[0, 2])
+    frame = np.full((360, 400, 3), 200, np.uint8)
+    assert crop_frame(frame, boxes[0]).min() == 200  # no padding in the crop
+    # a face too large for the frame: the square shrinks to the frame's short side
+    big = crop_boxes(_landmarks(3, shift=(20, 10), scale=1.5), frame_size=(300, 320))
+    assert np.all(big[:, 2] == 300) and np.all(big[:, :2] >= 0) and np.all(big[:, 0] + 300 <= 320)

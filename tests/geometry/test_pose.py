@@ -164,3 +164,23 @@ def test_numpy_free_of_nan_for_identity():
     rv = matrix_to_rotvec(mat)
     assert torch.all(rv == 0) and not torch.isnan(rv).any()
     assert np.allclose(rotvec_to_matrix(rv).numpy(), np.eye(3))
+
+
+def test_key_frame_skips_blinks_and_open_mouths():
+    from rhythmhead.face.landmarks import canonical_68
+    from rhythmhead.geometry.pose import eye_openness, mouth_openness
+
+    base = np.repeat(canonical_68()[None].astype(np.float64), 6, 0)
+    pose = torch.zeros(6, 6)
+    pose[:, 0] = torch.tensor([0.00, 0.01, 0.02, 0.03, 0.04, 0.30])
+    # frame 0 (most frontal) blinks, frame 1 opens the mouth wide: frame 2 is the key frame
+    base[0, [37, 38, 43, 44], 1] = base[0, [41, 40, 47, 46], 1]
+    base[1, [65, 66, 67], 1] += 12
+    base[1, [55, 56, 57, 58, 59], 1] += 12
+    assert eye_openness(base)[0] < 0.5 * eye_openness(base)[2]
+    assert mouth_openness(base)[1] > mouth_openness(base)[2] + 0.1
+    assert key_frame(pose) == 0  # the paper's rule alone
+    assert key_frame(pose, base) == 2
+    # never trades much frontality for it: frames 2–5 turn away, so open eyes alone decide among frames 0 and 1
+    pose[2:5, 0] = 0.5
+    assert key_frame(pose, base) == 1

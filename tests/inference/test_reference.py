@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from rhythmhead.geometry.pose import key_frame
 from rhythmhead.inference.reference import choose_shots, label_maps, slice_reference, to_network_images
 
 
@@ -25,7 +27,7 @@ def test_slice_reference_recomputes_the_key_frame(video_ref):
     n = 20
     part = slice_reference(video_ref, n)
     assert len(part.frames) == len(part.pose) == len(part.boxes) == n
-    assert part.key_frame == int(np.abs(video_ref.pose[:n, :3]).sum(1).argmin())
+    assert part.key_frame == key_frame(torch.from_numpy(video_ref.pose[:n]), video_ref.frontal[:n])
     with pytest.raises(ValueError):
         slice_reference(video_ref, 0)
 

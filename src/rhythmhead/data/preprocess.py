@@ -5,9 +5,9 @@ One code path (:func:`track_clip` → :func:`iter_crops` → :func:`clip_geometr
 1. track the face on the source frames resampled to 25 fps (``face.track.FaceTracker``: MediaPipe mesh on a region
    around the face, detection when it is lost) → 478-point mesh per frame in source pixels; frames without a face are
    filled by interpolation, a clip without a face in most frames is an InputError;
-2. the paper's eye-centred square crop per frame (side 205·d/90, smoothed), 256², zero-padded;
+2. the paper's eye-centred square crop per frame (side 205·d/90, smoothed), kept inside the frame, 256²;
 3. the mesh and its 68 landmarks mapped into crop pixels; pose = Kabsch of the 27 stable landmarks onto the canonical
-   face (``geometry.pose.estimate_pose``); frontal = R·l + t; key frame = argmin ‖rotvec‖₁.
+   face (``geometry.pose.estimate_pose``); frontal = R·l + t; key frame = the most frontal frame with open eyes and a closed mouth.
 
 :func:`preprocess_clip` writes ``<out>/<clip_id>/{frames.mp4, audio.wav, track.npz, .done}`` (each file atomically, the
 ``.done`` marker last) and returns the manifest record; :func:`prepare_reference` keeps everything in memory and adds the
@@ -33,6 +33,7 @@ from ..geometry.pose import estimate_pose, frontalize, key_frame
 from .store import AUDIO, DONE, FRAMES, TRACK, save_track
 
 __all__ = ["Reference", "track_clip", "iter_crops", "clip_geometry", "preprocess_clip", "prepare_reference",
+           "reference_crops",
            "MIN_FACE_PX", "MAX_MISSING"]
 
 MIN_FACE_PX = 40.0  # smallest usable face (the paper's d, source pixels): below it the 256² crop is mostly upsampling
@@ -50,7 +51,7 @@ class Reference:
         mesh: ``(T, 478, 3)`` float32.
         pose: ``(T, 6)`` float32 rotation vector + translation (frontal = R·l + t).
         frontal: ``(T, 68, 3)`` float32.
-        key_frame: index of the most frontal frame.
+        key_frame: the most frontal frame with open eyes and a closed mouth (:func:`rhythmhead.geometry.pose.key_frame`).
         boxes: ``(T, 3)`` int crop squares (x0, y0, side) in source pixels, as cut (for paste-back).
         found: ``(T,)`` bool, frames where a face was actually found (others interpolated).
         source: the input file.
@@ -147,7 +148,7 @@ def track_clip(path: str | Path, tracker: FaceTracker | None = None, crop_mode: 
         raise InputError(f"the face is too small ({d:.0f} px across, need at least {MIN_FACE_PX:.0f} px)", path)
     if max_faces > 1:
         warnings.warn(f"{path}: {max_faces} faces seen; following the largest, most central one", stacklevel=2)
-    return CropTrack(mesh_src=mesh.astype(np.float32), found=found, boxes=crop_boxes(lm, mode=crop_mode),
+    return CropTrack(mesh_src=mesh.astype(np.float32), found=found, boxes=crop_boxes(lm, mode=crop_mode, frame_size=size),
                      max_faces=max_faces, source_size=size), info
 
 
@@ -168,7 +169,7 @@ def clip_geometry(track: CropTrack) -> dict:
     pose = estimate_pose(lm64, torch.from_numpy(canonical_68()).double())
     frontal = frontalize(lm64, pose)
     return {"landmarks": lm, "mesh": mesh, "pose": pose.float().numpy(), "frontal": frontal.float().numpy(),
-            "key_frame": key_frame(pose)}
+            "key_frame": key_frame(pose, frontal.numpy())}
 
 
 def _clip_audio(path: Path, info, n_frames: int, rate: int) -> np.ndarray | None:
@@ -244,3 +245,29 @@ def prepare_reference(path: str | Path, tracker: FaceTracker | None = None, crop
     return Reference(frames=frames, landmarks=geo["landmarks"], mesh=geo["mesh"], pose=geo["pose"],
                      frontal=geo["frontal"], key_frame=geo["key_frame"], boxes=boxes, found=track.found, source=path,
                      source_size=track.source_size, is_image=bool(getattr(info, "is_image", False)))
+
+
+def reference_crops(reference: Reference, indices, size: int) -> dict[int, np.ndarray]:
+    """Crops of the reference frames ``indices`` at ``size``² from the source file itself (the boxes the 256² crops were
+    cut with; area-averaged when shrinking), for composing output frames at full resolution: ``{index: (size, size,
+    3) uint8}``. At 256 these are the reference's own crops."""
+    from ..media.io import IMAGE_SUFFIXES, iter_frames_with_times, read_image
+
+    wanted = sorted({int(i) for i in indices})
+    if size == CROP_SIZE:
+        return {i: reference.frames[i] for i in wanted}
+    src = Path(reference.source)
+    out: dict[int, np.ndarray] = {}
+    if reference.is_image or src.suffix.lower() in IMAGE_SUFFIXES:
+        image = read_image(src)
+        return {i: crop_frame(image, reference.boxes[i], size) for i in wanted}
+    todo = set(wanted)
+    for k, _index, frame in resampled(iter_frames_with_times(src), len(reference.boxes)):
+        if k in todo:
+            out[k] = crop_frame(frame, reference.boxes[k], size)
+            todo.discard(k)
+            if not todo:
+                break
+    if todo:
+        raise InputError(f"frames {sorted(todo)[:3]} not found on decoding again", src)
+    return out

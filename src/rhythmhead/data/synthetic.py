@@ -175,7 +175,7 @@ def make_synthetic_store(root: str | Path, n_clips: int = 4, n_frames: int = 60,
         landmarks = mesh_to_68(mesh)
         pose = estimate_pose(landmarks, canon_t)  # what preprocessing would measure (equals true_pose)
         frontal = frontalize(landmarks, pose)
-        key = key_frame(pose)
+        key = key_frame(pose, frontal.numpy())
         background = _background(rng)
         skin = tuple(int(c) for c in rng.uniform([170, 120, 90], [240, 190, 160]))
         mesh_np, lm_np = mesh.numpy(), landmarks.numpy()

@@ -25,7 +25,10 @@ dlib face descriptors, generated frame vs the *real* frame; ``csim_ref``: vs the
 found in the output), motion statistics of the driving poses (:func:`rhythmhead.evaluation.motion_stats.summarise`:
 std, ΔP, beat alignment with the speech onsets, its excess over chance), and two lip-sync proxies: ``sync`` — the
 correlation of the *output's* mouth opening (inner-lip gap of the landmarks found on it) with the speech RMS envelope,
-``sync_plan`` — the same for the landmarks G was asked to draw. Averages are frame-weighted over clips.
+``sync_plan`` — the same for the landmarks G was asked to draw; ``sharp_face`` / ``sharp_mouth`` — the variance of
+the Laplacian over the face (jaw-and-brow hull) / mouth box of each output frame (its own re-detected landmarks) over
+the same on the real frames (cross-identity: on the reference key frame), :func:`~.metrics.sharpness_ratio`.
+Averages are frame-weighted over clips.
 """
 from __future__ import annotations
 
@@ -36,12 +39,13 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ..data.layouts import VIDEO_SUFFIXES
 from ..errors import InputError
 from . import motion_stats
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-TABLE_COLUMNS = ("ssim", "psnr", "csim", "csim_ref", "lmd_mouth", "pose_rot_deg", "face_rate", "sync", "sync_plan",
-                 "std_rot_deg", "beat_align_excess", "x_csim_ref", "x_sync", "x_sync_plan")
+TABLE_COLUMNS = ("ssim", "psnr", "csim", "csim_ref", "sharp_face", "sharp_mouth", "lmd_mouth", "pose_rot_deg",
+                 "face_rate", "sync", "sync_plan", "std_rot_deg", "beat_align_excess", "x_csim_ref", "x_sharp_face",
+                 "x_sharp_mouth", "x_sync", "x_sync_plan")
 
 
 def reference_frames(n_frames: int) -> int:
@@ -111,14 +115,18 @@ def _to_crop_size(frames: np.ndarray, size: int = 256) -> np.ndarray:
 
 
 def score_frames(probe: FaceProbe, gen: np.ndarray, real: np.ndarray | None, real_landmarks: np.ndarray | None,
-                 real_pose: np.ndarray | None, ref_desc: np.ndarray | None, env: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Frame metrics of one generated sequence (see the module docstring). Returns ``(metrics, descriptors)``."""
+                 real_pose: np.ndarray | None, ref_desc: np.ndarray | None, env: np.ndarray,
+                 ref_frame: np.ndarray | None = None, ref_landmarks: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Frame metrics of one generated sequence (see the module docstring). Returns ``(metrics, descriptors)``.
+
+    Sharpness (``sharp_face``, ``sharp_mouth``) is against the real frames, or, without them (cross-identity), against
+    ``ref_frame`` with its ``ref_landmarks`` ``(68, ≥2)``."""
     import torch
 
     from ..data.pca import open_rate
     from ..face.landmarks import canonical_68
     from ..geometry.pose import estimate_pose
-    from .metrics import csim, lmd, pose_l1, psnr, ssim
+    from .metrics import csim, lmd, pose_l1, psnr, sharpness_ratio, ssim
 
     out: dict[str, float] = {}
     if real is not None:
@@ -146,6 +154,15 @@ def score_frames(probe: FaceProbe, gen: np.ndarray, real: np.ndarray | None, rea
             out["pose_trans_px"] = pose_l1(est, real_pose[found], "translation")
         else:
             out["pose_rot_deg"] = out["pose_trans_px"] = float("nan")
+    if real is not None and real_landmarks is not None:
+        sharp_ref = (real, real_landmarks)
+    elif ref_frame is not None and ref_landmarks is not None:
+        sharp_ref = (ref_frame[None], np.asarray(ref_landmarks)[None])
+    else:
+        sharp_ref = None
+    if sharp_ref is not None:
+        for region in ("face", "mouth"):
+            out[f"sharp_{region}"] = sharpness_ratio(gen, lmk, *sharp_ref, region)
     mouth = np.full(len(gen), np.nan)
     mouth[found] = open_rate(lmk[found])
     out["sync"] = _corr(mouth, env)
@@ -221,6 +238,7 @@ def evaluate_end2end(clips_dir: str | Path, models: str | Path | None, *, max_cl
             env = envelope(drive.wave, AUDIO_RATE, n_gen)
             onsets = onset_frames(drive.wave, AUDIO_RATE, n_gen)
             key = reference.frames[reference.key_frame]
+            key_lmk = reference.landmarks[reference.key_frame]
             ref_desc = probe.descriptors(key[None])[0]
             real_d = probe.descriptors(real)
             real_desc_all.append(real_d[np.isfinite(real_d).all(1)])
@@ -254,9 +272,12 @@ def evaluate_end2end(clips_dir: str | Path, models: str | Path | None, *, max_cl
                         x_env = envelope(x_drive.wave, AUDIO_RATE, x_n)
                         x_res = p(prepared, x_drive)
                         x_gen = _to_crop_size(np.stack(list(x_res.frames())))[:x_n]
-                        x_metrics, _ = score_frames(probe, x_gen, None, None, None, ref_desc, x_env)
+                        x_metrics, _ = score_frames(probe, x_gen, None, None, None, ref_desc, x_env,
+                                                    ref_frame=key, ref_landmarks=key_lmk)
                         x_stats = motion_stats.summarise(x_res.poses[:x_n], onset_frames(x_drive.wave, AUDIO_RATE, x_n))
                         x = {"x_csim_ref": x_metrics.get("csim_ref"), "x_sync": x_metrics["sync"],
+                             "x_sharp_face": x_metrics.get("sharp_face"),
+                             "x_sharp_mouth": x_metrics.get("sharp_mouth"),
                              "x_face_rate": x_metrics["face_rate"],
                              "x_sync_plan": mouth_correlation(x_res.plan.frontal, x_env),
                              **{f"x_{k}": v for k, v in x_stats.items()}}
@@ -309,6 +330,8 @@ def evaluate_end2end(clips_dir: str | Path, models: str | Path | None, *, max_cl
                 "output as re-detected, sync_plan: of the landmarks G was asked to draw",
         "motion": "motion_stats.summarise of the driving poses (deg, px), beat alignment σ = "
                   f"{motion_stats.DEFAULT_SIGMA} frames against audio onsets",
+        "sharpness": "mean variance of the 3x3 Laplacian (grey, 0..255) over the face hull / mouth box of the output "
+                     "frames divided by the same over the real frames (x_: over the reference key frame)",
         "averaging": "frame-weighted mean over clips; NaN values skipped",
         "per_clip": per_clip,
     }

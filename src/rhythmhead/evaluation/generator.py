@@ -9,8 +9,9 @@ reference) and compared with the real frame. The K-shot embedding is computed on
 Methods (rows): one per ``--models RUN`` (named by its ablation, e.g. ``none``, ``no_warp``; a repeated name gets the
 run folder appended) and ``static`` = the reference frame nearest in pose to the target, repeated.
 
-Every model's frames are upsampled to the 256² crop when G runs at a smaller size (as at inference), and all metrics are
-computed there. Metrics: ``ssim``, ``psnr_db`` (whole 256² frame, :mod:`rhythmhead.evaluation.metrics`); ``csim`` = cosine of the dlib
+Every model's frames are made at the 256² crop as at inference (a linear-composition G composed there from the 256²
+sources, any other G upsampled), and all metrics are computed there. ``sharp_face`` / ``sharp_mouth`` = mean variance
+of the Laplacian over the target's face hull / mouth box, generated over real (:mod:`rhythmhead.evaluation.metrics`). Metrics: ``ssim``, ``psnr_db`` (whole 256² frame, :mod:`rhythmhead.evaluation.metrics`); ``csim`` = cosine of the dlib
 128-d descriptors of generated and real frame (frames where dlib finds both faces); ``face_fd`` = Fréchet distance
 between the sets of dlib descriptors of generated and of real frames (a face-identity FD, not FID); ``lmd_mouth``,
 ``lmd_all`` = landmark distance (px at 256²) between MediaPipe's 68 points (``FaceMesher`` + ``mesh_to_68``) on the
@@ -27,7 +28,7 @@ import torch
 
 from ..errors import InputError
 
-TABLE_COLUMNS = ("ssim", "psnr_db", "csim", "face_fd", "lmd_mouth", "lmd_all", "face_found")
+TABLE_COLUMNS = ("ssim", "psnr_db", "csim", "face_fd", "sharp_face", "sharp_mouth", "lmd_mouth", "lmd_all", "face_found")
 
 
 def load_generator(run: str | Path, device: str | torch.device = "cpu"):
@@ -72,15 +73,18 @@ def clip_targets(n_frames: int, shots: int, stride: int, max_frames: int, ref_fr
 
 def generate_clip(gen, frames: np.ndarray, track: dict, refs: list[int], targets: list[int], device="cpu",
                   batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generated, real and static frames ``(N, 256, 256, 3)`` uint8 of one clip's targets: G runs at its own image
-    size and its frames are upsampled to the 256² crop (as the inference pipeline does), so that generators of any
-    size are scored against the same real frames."""
+    """Generated, real and static frames ``(N, 256, 256, 3)`` uint8 of one clip's targets, made as the inference
+    pipeline makes them: G runs at its own image size; a G with linear composition is composed at the 256² crop from
+    the 256² warping reference and render (:meth:`Generator.compose`), any other G's frames are upsampled to it — so
+    that generators of any size are scored against the same real frames."""
+    from ..geometry.labelmap import mouth_mask
+    from ..geometry.mesh import render_textured
     from ..training.generator_data import CROP, make_sample, reference_mesh, worst_reference
 
     s = gen.image_size
     mesh, key = reference_mesh(frames, track, 0.25, len(refs))
-    samples = [make_sample(frames, track, mesh, key, refs, worst_reference(track["pose"], refs, t), t, image_size=s)
-               for t in targets]
+    slots = [worst_reference(track["pose"], refs, t) for t in targets]
+    samples = [make_sample(frames, track, mesh, key, refs, w, t, image_size=s) for w, t in zip(slots, targets)]
     ref_images = samples[0]["ref_images"][None].to(device)
     ref_labels = samples[0]["ref_labels"][None].to(device)
     preds = []
@@ -92,9 +96,18 @@ def generate_clip(gen, frames: np.ndarray, track: dict, refs: list[int], targets
             out = gen.generate(emb.expand(len(chunk)), get("target_label"), get("warp_ref_image"),
                                get("warp_ref_label"), get("render_image"), get("render_label"),
                                mouth_mask=get("mouth_mask"), need_raw=False)
-            image = out["image"].float()
-            if s != CROP:
-                image = torch.nn.functional.interpolate(image, size=(CROP, CROP), mode="bilinear", align_corners=False)
+            if gen.composes_linearly:
+                tg = targets[i:i + batch_size]
+                warp_ref = torch.from_numpy(np.stack([frames[refs[w]] for w in slots[i:i + batch_size]]))
+                render, _ = render_textured(mesh, torch.from_numpy(np.asarray(track["pose"])[tg]), CROP)
+                masks = mouth_mask(torch.from_numpy(np.asarray(track["landmarks"], np.float32)[tg][..., :2]), CROP)
+                as_net = lambda u8: (u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(device)  # noqa: E731
+                image = gen.compose(out, as_net(warp_ref), as_net(render), masks.to(device))
+            else:
+                image = out["image"].float()
+                if s != CROP:
+                    image = torch.nn.functional.interpolate(image, size=(CROP, CROP), mode="bilinear",
+                                                            align_corners=False)
             preds.append(_u8(image))
     real = np.ascontiguousarray(frames[targets])
     rot = np.asarray(track["pose"])[:, :3]
@@ -109,12 +122,16 @@ class _Scorer:
     def __init__(self, identity, mesher):
         self.identity, self.mesher = identity, mesher
         self.ssim, self.psnr, self.csim, self.lmd_mouth, self.lmd_all, self.found = [], [], [], [], [], []
+        self.sharp: dict[str, list] = {"face": [], "mouth": []}
         self.desc_pred, self.desc_real = [], []
 
     def add(self, pred: np.ndarray, real: np.ndarray, real_desc: list, real_lmk: np.ndarray):
         from ..face.landmarks import mesh_to_68
-        from .metrics import csim, lmd, psnr, ssim
+        from .metrics import csim, laplacian_variance, lmd, psnr, region_masks, ssim
 
+        for region, pairs in self.sharp.items():  # the targets' own landmarks: G draws the face where they are
+            masks = region_masks(real_lmk, pred.shape[1], region)
+            pairs.append((laplacian_variance(pred, masks), laplacian_variance(real, masks)))
         for p, r in zip(pred, real):
             self.ssim.append(ssim(p[None], r[None]))
             self.psnr.append(min(psnr(p[None], r[None]), 100.0))
@@ -139,6 +156,10 @@ class _Scorer:
 
         mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
         out = {"ssim": mean(self.ssim), "psnr_db": mean(self.psnr), "frames": len(self.ssim)}
+        for region, pairs in self.sharp.items():
+            if pairs:
+                p, r = np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])
+                out[f"sharp_{region}"] = float(np.nanmean(p) / np.nanmean(r)) if np.isfinite(r).any() else float("nan")
         if self.identity is not None:
             out["csim"] = mean(self.csim)
             real = [d for d in real_descs if d is not None]

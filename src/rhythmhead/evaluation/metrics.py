@@ -244,6 +244,59 @@ class StreamingFrechet:
         return _frechet(mu_a, cov_a, mu_b, cov_b)
 
 
+# -- sharpness -------------------------------------------------------------------------------------------------------
+def region_masks(landmarks, size: int, region: str = "face") -> np.ndarray:
+    """bool ``(N, size, size)`` masks from ``(N, 68, ≥2)`` landmarks in the images' pixels: ``"face"`` = the convex
+    hull of the jaw and brows (0–26), ``"mouth"`` = the mouth box (48–67) grown by 15 % per side. A frame whose
+    landmarks are not finite gets an empty mask."""
+    import cv2
+
+    lm = np.asarray(landmarks, np.float64)[..., :2]
+    out = np.zeros((len(lm), size, size), np.uint8)
+    for i, pts in enumerate(lm):
+        if not np.isfinite(pts).all():
+            continue
+        if region == "face":
+            hull = cv2.convexHull(np.round(pts[:27]).astype(np.int32))
+            cv2.fillConvexPoly(out[i], hull, 1)
+        elif region == "mouth":
+            m = pts[MOUTH_68]
+            lo, hi = m.min(0), m.max(0)
+            grow = 0.15 * (hi - lo)
+            (x0, y0), (x1, y1) = np.floor(lo - grow).astype(int), np.ceil(hi + grow).astype(int)
+            out[i, max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 1
+        else:
+            raise ValueError(f"region must be 'face' or 'mouth', got {region!r}")
+    return out.astype(bool)
+
+
+def laplacian_variance(images, masks=None) -> np.ndarray:
+    """Per-image variance of the Laplacian (3×3, on the grey image at 0..255) over ``masks`` (bool ``(N, H, W)``; all
+    pixels when None) → ``(N,)`` float64, NaN where a mask is empty. The usual focus measure: blur lowers it."""
+    import cv2
+
+    x = (as_float_images(images) * 255.0).astype(np.float32)
+    out = np.full(len(x), np.nan)
+    for i, im in enumerate(x):
+        lap = cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_32F)
+        vals = lap if masks is None else lap[masks[i]]
+        if vals.size > 1:
+            out[i] = float(np.var(vals, dtype=np.float64))
+    return out
+
+
+def sharpness_ratio(pred, pred_landmarks, real, real_landmarks, region: str = "face") -> float:
+    """Face (or mouth) detail kept: mean variance of the Laplacian over the ``region`` of the ``pred`` frames divided
+    by the same over the ``real`` frames (each with its own landmarks, ``(N, 68, ≥2)`` in its pixels; ``real`` may be
+    a single reference frame for cross-identity). ≈ 1 for real frames, < 1 when the output is softer than the input."""
+    side = lambda x: int(x.shape[-2] if isinstance(x, torch.Tensor) and x.is_floating_point() else x.shape[-3])  # noqa: E731
+    va = laplacian_variance(pred, region_masks(pred_landmarks, side(pred), region))
+    vb = laplacian_variance(real, region_masks(real_landmarks, side(real), region))
+    if not np.isfinite(va).any() or not np.isfinite(vb).any() or np.nanmean(vb) <= 0:
+        return math.nan
+    return float(np.nanmean(va) / np.nanmean(vb))
+
+
 # name -> fn(pred, real) -> float. One plain table; evaluators pick columns from it by name.
 METRICS: dict[str, Callable[..., float]] = {
     "ssim": ssim,
@@ -254,4 +307,7 @@ METRICS: dict[str, Callable[..., float]] = {
     "face_fd": frechet_distance,
     "pose_l1_rot_deg": lambda pred, real: pose_l1(pred, real, "rotation"),
     "pose_l1_trans_px": lambda pred, real: pose_l1(pred, real, "translation"),
+    # (images, landmarks) pairs
+    "sharp_face": lambda pred, real: sharpness_ratio(pred[0], pred[1], real[0], real[1], "face"),
+    "sharp_mouth": lambda pred, real: sharpness_ratio(pred[0], pred[1], real[0], real[1], "mouth"),
 }

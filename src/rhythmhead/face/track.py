@@ -13,7 +13,8 @@ Crop (:func:`crop_boxes`): with the 68 2-D landmarks of each frame in source pix
 eyes' landmark centres, and d = the clip mean of max(box width, box height) of the landmarks, the crop is the square of
 side 205·d/90 whose top-left is e_t − (100·d/90 columns, 80·d/90 rows). The eye centre is smoothed over time with an
 11-tap Hanning window (``mode="smooth"``, the default) or fixed to its clip mean (``mode="fixed"``, the paper's mode 1).
-Outside the frame the crop is zero-padded; it is resized to 256². :func:`to_crop` maps points into crop pixels (z scaled
+Given the frame size, the square is kept inside the frame (shrunk to fit, slid back from the edges), so no crop shows
+padding; :func:`crop_frame` still zero-pads a box that leaves the frame. The crop is resized to 256². :func:`to_crop` maps points into crop pixels (z scaled
 like x, y).
 
 Resampling (:func:`resample_indices`, :func:`resampled`): output frame k (time k/25 s from the first frame) takes the
@@ -156,13 +157,18 @@ def face_size(landmarks: np.ndarray) -> np.ndarray:
     return span.max(-1)
 
 
-def crop_boxes(landmarks: np.ndarray, mode: str = "smooth", window: int = 11) -> np.ndarray:
+def crop_boxes(landmarks: np.ndarray, mode: str = "smooth", window: int = 11,
+               frame_size: tuple[int, int] | None = None) -> np.ndarray:
     """The paper's crop square of every frame: ``(T, 68, ≥2)`` source-pixel landmarks -> ``(T, 3)`` (x0, y0, side).
 
     Args:
         landmarks: 68 iBUG landmarks per frame in source pixels.
         mode: ``"smooth"`` (eye centre smoothed by a ``window``-tap Hanning window) or ``"fixed"`` (clip mean).
         window: odd smoothing length in frames.
+        frame_size: ``(H, W)`` of the source frames. Given, the square is kept inside the frame, so a crop never shows
+            padding: a side larger than the frame shrinks to ``min(H, W)`` (about the same eye centre), and a square
+            that reaches past an edge slides back in (the face then sits off the paper's position in the crop; every
+            landmark, pose and mesh is measured in crop pixels, so nothing downstream assumes that position).
     """
     eye = eye_centre(landmarks)  # (T, 2)
     d = float(face_size(landmarks).mean())
@@ -178,8 +184,16 @@ def crop_boxes(landmarks: np.ndarray, mode: str = "smooth", window: int = 11) ->
     else:
         raise ValueError(f"crop mode must be 'smooth' or 'fixed', got {mode!r}")
     side = 205.0 * d / 90.0
-    x0 = eye[:, 0] - 100.0 * d / 90.0
-    y0 = eye[:, 1] - 80.0 * d / 90.0
+    if frame_size is not None:
+        side = min(side, float(min(frame_size)))
+    x0 = eye[:, 0] - side * 100.0 / 205.0
+    y0 = eye[:, 1] - side * 80.0 / 205.0
+    if frame_size is not None:
+        h, w = frame_size
+        # whole pixels as crop_frame cuts them: the rounded square must lie inside the frame too
+        side = float(min(int(round(side)), h, w))
+        x0 = np.clip(x0, 0.0, w - side)
+        y0 = np.clip(y0, 0.0, h - side)
     return np.stack([x0, y0, np.full(len(eye), side)], axis=1)
 
 

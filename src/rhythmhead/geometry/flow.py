@@ -117,3 +117,14 @@ def warp(image: torch.Tensor, flow: torch.Tensor, *, mode: str = "bilinear", pad
                          f"got {tuple(image.shape)}, {tuple(flow.shape)}")
     grid = flow_to_grid(flow.to(image.dtype))
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+
+
+def resize_flow(flow: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """A backward flow ``(B, 2, h, w)`` in pixels of an ``h × w`` image as the same flow for an ``H × W`` image
+    (bilinear resize, values scaled to the new pixels): what a flow estimated at a network's resolution becomes at the
+    output's."""
+    h, w = _size_hw(size)
+    if flow.shape[-2:] == (h, w):
+        return flow
+    scale = torch.tensor([w / flow.shape[-1], h / flow.shape[-2]], dtype=flow.dtype, device=flow.device)
+    return F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False) * scale.view(1, 2, 1, 1)

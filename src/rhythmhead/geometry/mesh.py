@@ -162,6 +162,58 @@ def sample_texture(texture: torch.Tensor, positions: torch.Tensor) -> torch.Tens
     return out[0, :, :, 0].T.reshape(*positions.shape[:-1], 3)
 
 
+def render_uv(mesh: TexturedMesh, pose, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each pixel of the render at ``pose`` looks up the texture: the rasterised, barycentrically interpolated uv.
+
+    Args:
+        mesh: from :func:`build_textured_mesh`.
+        pose: ``(6,)`` or ``(T, 6)`` target pose(s).
+        size: output side in pixels (the pose's pixel units).
+    Returns:
+        ``uv (T, H, W, 2)`` float32 texture pixels (0 where not covered) and ``cover (T, H, W)`` bool (batched or not as
+        ``pose``). The render is :func:`sample_uv` of these; since uv is piecewise affine, resizing it gives the render
+        at another resolution from a texture of that resolution (one lookup, no second rasterisation).
+    """
+    pose_t = _as_tensor(pose, torch.float32).to(mesh.vertices.device)
+    batched = pose_t.ndim == 2
+    posed = apply_pose(mesh.vertices, pose_t.reshape(-1, 6))  # (T,V,3)
+    uvs, covers = [], []
+    for verts in posed:
+        pixel, face, bary = rasterize_sparse(verts, mesh.triangles, size)
+        uv = torch.zeros(size * size, 2, dtype=torch.float32, device=verts.device)
+        cover = torch.zeros(size * size, dtype=torch.bool, device=verts.device)
+        if len(pixel):
+            corners = mesh.uv.index_select(0, mesh.triangles.index_select(0, face).reshape(-1)).view(-1, 3, 2)
+            uv[pixel] = torch.bmm(bary.unsqueeze(1), corners).squeeze(1)  # barycentric interpolation
+            cover[pixel] = True
+        uvs.append(uv.view(size, size, 2))
+        covers.append(cover.view(size, size))
+    uv, cover = torch.stack(uvs), torch.stack(covers)
+    return (uv, cover) if batched else (uv[0], cover[0])
+
+
+def sample_uv(texture: torch.Tensor, uv: torch.Tensor, cover: torch.Tensor, size: int | None = None,
+              uv_scale: float = 1.0) -> torch.Tensor:
+    """The render from :func:`render_uv`'s maps: ``texture (H_t, W_t, 3)`` uint8 looked up at ``uv (…, h, w, 2)``
+    (times ``uv_scale``: the texture's pixels per uv pixel) where ``cover``, black elsewhere → ``(…, S, S, 3)`` uint8.
+
+    With ``size`` ≠ h, the maps are resized to ``size`` first: uv by normalised convolution (the covered
+    neighbours only, so edges do not bleed towards 0), the coverage bilinearly and thresholded at ½.
+    """
+    lead = uv.shape[:-3]
+    uv = uv.reshape(-1, *uv.shape[-3:])
+    cover = cover.reshape(-1, *cover.shape[-2:])
+    if size is not None and size != uv.shape[1]:
+        c = cover.unsqueeze(1).float()
+        num = F.interpolate(uv.permute(0, 3, 1, 2) * c, size=(size, size), mode="bilinear", align_corners=False)
+        den = F.interpolate(c, size=(size, size), mode="bilinear", align_corners=False)
+        uv = (num / den.clamp_min(1e-6)).permute(0, 2, 3, 1)
+        cover = den[:, 0] > 0.5
+    out = sample_texture(texture, uv * uv_scale).round().clamp(0, 255).to(torch.uint8)
+    out = torch.where(cover.unsqueeze(-1), out, torch.zeros_like(out))
+    return out.reshape(*lead, *out.shape[-3:])
+
+
 def render_textured(mesh: TexturedMesh, pose, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Render the textured mesh at ``pose`` (orthographic, z-buffered, black background).
 
@@ -172,24 +224,8 @@ def render_textured(mesh: TexturedMesh, pose, size: int = 256) -> tuple[torch.Te
     Returns:
         ``image (H, W, 3)`` or ``(T, H, W, 3)`` uint8 and ``mask`` ``(H, W)`` / ``(T, H, W)`` bool (covered pixels).
     """
-    pose_t = _as_tensor(pose, torch.float32).to(mesh.vertices.device)
-    batched = pose_t.ndim == 2
-    poses = pose_t.reshape(-1, 6)
-    posed = apply_pose(mesh.vertices, poses)  # (T,V,3)
-    images, masks = [], []
-    for verts in posed:
-        pixel, face, bary = rasterize_sparse(verts, mesh.triangles, size)
-        img = torch.zeros(size * size, 3, dtype=torch.uint8, device=verts.device)
-        mask = torch.zeros(size * size, dtype=torch.bool, device=verts.device)
-        if len(pixel):
-            corners = mesh.uv.index_select(0, mesh.triangles.index_select(0, face).reshape(-1)).view(-1, 3, 2)
-            uv = torch.bmm(bary.unsqueeze(1), corners).squeeze(1)  # (M,2) barycentric interpolation
-            img[pixel] = sample_texture(mesh.texture, uv).round().clamp(0, 255).to(torch.uint8)
-            mask[pixel] = True
-        images.append(img.view(size, size, 3))
-        masks.append(mask.view(size, size))
-    image, mask = torch.stack(images), torch.stack(masks)
-    return (image, mask) if batched else (image[0], mask[0])
+    uv, cover = render_uv(mesh, pose, size)
+    return sample_uv(mesh.texture, uv, cover), cover
 
 
 def unproject(image, backend: str = "mediapipe", model=None) -> np.ndarray:

@@ -15,6 +15,7 @@ Points are row vectors ``(..., N, 3)``, so ``R·p`` is written ``p @ Rᵀ``.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -178,8 +179,54 @@ def apply_pose(frontal: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
     return (frontal - pose[..., None, 3:]) @ rot
 
 
-def key_frame(pose: torch.Tensor) -> int:
-    """Index of the most frontal frame of a clip, ``argmin_t ‖rotvec_t‖₁``, for pose ``(T, 6)``."""
+def eye_openness(landmarks) -> np.ndarray:
+    """Eye aspect ratio per frame (mean of both eyes, iBUG 36–47): ``(…, 68, ≥2)`` → ``(…)``; ≈ 0.25–0.35 open, < 0.15
+    closed."""
+    lm = np.asarray(landmarks, np.float64)[..., :2]
+
+    def ear(e):  # e: (…, 6, 2) in iBUG order p1..p6
+        v = np.linalg.norm(e[..., 1, :] - e[..., 5, :], axis=-1) + np.linalg.norm(e[..., 2, :] - e[..., 4, :], axis=-1)
+        return v / (2.0 * np.maximum(np.linalg.norm(e[..., 0, :] - e[..., 3, :], axis=-1), 1e-6))
+
+    return (ear(lm[..., 36:42, :]) + ear(lm[..., 42:48, :])) / 2
+
+
+def mouth_openness(landmarks) -> np.ndarray:
+    """Inner-lip gap over mouth width per frame (iBUG 61–63 vs 67–65, corners 48/54): ``(…, 68, ≥2)`` → ``(…)``."""
+    lm = np.asarray(landmarks, np.float64)[..., :2]
+    gap = np.linalg.norm(lm[..., [61, 62, 63], :] - lm[..., [67, 66, 65], :], axis=-1).mean(-1)
+    return gap / np.maximum(np.linalg.norm(lm[..., 48, :] - lm[..., 54, :], axis=-1), 1e-6)
+
+
+# A key frame may be this much less frontal (L1 of the rotation vector, rad) than the most frontal frame when that buys
+# open eyes and a closed mouth.
+KEY_FRAME_SLACK = 0.15
+
+
+def key_frame(pose: torch.Tensor, landmarks=None) -> int:
+    """The key frame of a clip (the texture of the 3-D-aware render, hence of every generated frame's face).
+
+    ``pose (T, 6)`` alone: the most frontal frame, ``argmin_t ‖rotvec_t‖₁`` (the paper). With ``landmarks
+    (T, 68, ≥2)``: the most frontal frame among those with open eyes (eye aspect ratio ≥ 0.9 × the clip's median, so
+    never mid-blink) and a closed mouth (opening within the clip's lowest 30 %, or under 0.05 of the mouth width),
+    searched within :data:`KEY_FRAME_SLACK` of the most frontal rotation; relaxed to open eyes alone, then to the
+    rotation alone, when no frame qualifies.
+    """
     if pose.ndim != 2 or pose.shape[-1] != 6 or pose.shape[0] == 0:
         raise ValueError(f"key_frame: expected pose of shape (T>0, 6), got {tuple(pose.shape)}")
-    return int(pose[:, :3].abs().sum(-1).argmin())
+    rot = np.asarray(pose[:, :3].abs().sum(-1).double().cpu().numpy() if isinstance(pose, torch.Tensor)
+                     else np.abs(np.asarray(pose)[:, :3]).sum(-1), np.float64)
+    if landmarks is None or len(rot) == 1:
+        return int(rot.argmin())
+    lm = np.asarray(landmarks)
+    if lm.shape[0] != len(rot):
+        raise ValueError(f"key_frame: {len(rot)} poses but {lm.shape[0]} landmark frames")
+    eyes = eye_openness(lm)
+    mouth = mouth_openness(lm)
+    eyes_ok = eyes >= 0.9 * np.median(eyes)
+    mouth_ok = mouth <= max(np.quantile(mouth, 0.3), 0.05)
+    near = rot <= rot.min() + KEY_FRAME_SLACK
+    for ok in (eyes_ok & mouth_ok & near, eyes_ok & near):
+        if ok.any():
+            return int(np.where(ok, rot, np.inf).argmin())
+    return int(rot.argmin())

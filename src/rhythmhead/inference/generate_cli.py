@@ -24,8 +24,8 @@ from ..errors import InputError
 
 OUT_SUFFIXES = (".mp4", ".mov", ".mkv")
 JOB_KEYS = ("reference", "audio", "out", "pose_from", "still", "motion_scale", "motion_style", "expression_from",
-            "expression_scale", "blink", "seed", "finetune_steps", "paste_back", "save_intermediates", "max_seconds",
-            "unprojector")
+            "expression_scale", "blink", "seed", "finetune_steps", "paste_back", "size", "max_size",
+            "save_intermediates", "max_seconds", "unprojector")
 GLOBAL_KEYS = ("models", "device", "preset", "jobs")
 
 
@@ -144,6 +144,7 @@ def run_job(pipe, job: Job, echo, progress: bool = True) -> dict:
                   expression_from=job.expression_ref, expression_scale=float(o.get("expression_scale", 1.0)),
                   blink=bool(o.get("blink", True)), seed=int(o.get("seed", 0)),
                   finetune_steps=int(o.get("finetune_steps", 0)), paste_back=bool(o.get("paste_back")),
+                  size=int(o.get("size") or 256), max_size=int(o.get("max_size") or 1280),
                   save_intermediates=o.get("save_intermediates"), unprojector=o.get("unprojector") or "mediapipe")
     for note in result.notes:
         if note not in job.notes:
@@ -232,7 +233,12 @@ def read_jobs(path: str | Path, defaults: dict) -> list[Job]:
               help="Test-time fine-tuning steps of G on the reference frames (paper: 70).")
 @click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
               help="Run settings (K reference frames, chunk, batch) and the bundle's preset sub-folder if any.")
-@click.option("--paste-back", is_flag=True, help="Paste the face back into the reference's original frame.")
+@click.option("--paste-back", is_flag=True,
+              help="Paste the face back into the reference's original frame, composed at its own resolution.")
+@click.option("--size", type=click.Choice(["256", "512"]), default="256", show_default=True,
+              help="Side of the output crop (composed at that size from the reference's own pixels).")
+@click.option("--max-size", type=click.IntRange(min=256), default=1280, show_default=True, metavar="N",
+              help="With --paste-back: the longest side of the output video (the source is shrunk to fit).")
 @click.option("--save-intermediates", metavar="DIR", help="Also write poses/landmarks/codes .npy, renders and plots.")
 @click.option("--unprojector", type=click.Choice(["mediapipe", "network"]), default="mediapipe", show_default=True,
               help="Mesh of the key frame: the tracked MediaPipe mesh or the bundle's unprojection network.")
@@ -243,8 +249,8 @@ def read_jobs(path: str | Path, defaults: dict) -> list[Job]:
               help="Run one job per JSON line, loading the models once.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def generate(reference, audio, out, models, pose_from, still, motion_scale, motion_style, expression_from,
-             expression_scale, blink, seed, finetune_steps, preset, paste_back, save_intermediates, unprojector,
-             max_seconds, device, jobs, quiet):
+             expression_scale, blink, seed, finetune_steps, preset, paste_back, size, max_size, save_intermediates,
+             unprojector, max_seconds, device, jobs, quiet):
     """Make a video of the reference person saying the speech, with lip motion and rhythmic head motion.
 
     \b
@@ -261,7 +267,8 @@ def generate(reference, audio, out, models, pose_from, still, motion_scale, moti
     options = {"reference": reference, "audio": audio, "out": out, "pose_from": pose_from, "still": still,
                "motion_scale": motion_scale, "motion_style": motion_style, "expression_from": expression_from,
                "expression_scale": expression_scale, "blink": blink, "seed": seed, "finetune_steps": finetune_steps,
-               "paste_back": paste_back, "save_intermediates": save_intermediates, "max_seconds": max_seconds,
+               "paste_back": paste_back, "size": int(size), "max_size": max_size,
+               "save_intermediates": save_intermediates, "max_seconds": max_seconds,
                "unprojector": unprojector}
     if device.startswith("cuda"):
         import torch

@@ -25,7 +25,6 @@ AUDIO_RATE = 16000  # the rate of the output's audio track
 MIN_AUDIO_S = 0.5  # shorter speech gives fewer than 13 frames: too short to carry any motion
 MAX_AUDIO_S = 600.0  # 10 minutes; generation streams, so the limit is about run time, not memory
 SPEECH_RMS = 10 ** (-50 / 20)  # a 40 ms frame at −50 dBFS RMS or louder counts as sound
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from ..errors import InputError
 from .stream import AudioFrames, MotionPlan, StageTimer
 
 FPS = 25
+OUTPUT_SIZES = (256, 512)  # sides of the output crop (--size); paste-back composes at the source's own
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class Result:
     plan: MotionPlan
     audio: object
     paste_back: bool = False
+    size: int = 256
+    max_size: int = 1280
     intermediates: Path | None = None
     timer: StageTimer = field(default_factory=StageTimer)
     notes: list[str] = field(default_factory=list)
@@ -110,23 +113,30 @@ class Result:
 
         settings = self.pipeline.settings
         paster = None
+        size = self.size
         if self.paste_back:
             from .paste import PasteBack, key_frame_source
 
             ref = self.prepared.reference
             with self.timer("paste"):
-                paster = PasteBack(key_frame_source(ref), ref.boxes[ref.key_frame])
+                paster = PasteBack(key_frame_source(ref), ref.boxes[ref.key_frame], max_size=self.max_size)
+            size = paster.side  # frames are composed at the box's own resolution
+        done = 0
         for frames, renders in synthesize(self.prepared, self.plan, chunk=settings.chunk, batch=settings.batch,
-                                          mouth_margin=self.pipeline.bundle.generator.mouth_margin, timer=self.timer):
+                                          mouth_margin=self.pipeline.bundle.generator.mouth_margin, size=size,
+                                          timer=self.timer):
             if on_renders is not None:
                 on_renders(renders)
             if paster is not None:
                 with self.timer("paste", len(frames)):
-                    frames = np.stack([paster(f) for f in frames])
+                    lmk = self.plan.landmarks[done:done + len(frames)]
+                    frames = np.stack([paster(f, m) for f, m in zip(frames, lmk)])
+            done += len(frames)
             yield frames
 
     def frames(self) -> Iterator[np.ndarray]:
-        """The frames, made lazily chunk by chunk: ``(256, 256, 3)`` uint8 (the source frame's size with paste-back)."""
+        """The frames, made lazily chunk by chunk: ``(size, size, 3)`` uint8 (with paste-back the source frame's size,
+        capped at ``max_size`` on the long side)."""
         for chunk in self._chunks():
             yield from chunk
 
@@ -173,7 +183,8 @@ class Result:
         return {"frames": self.n_frames, "seconds": round(self.audio.seconds, 3), "reference": str(p.reference.source),
                 "photo": bool(p.is_image), "shots": [int(i) for i in p.shots], "key_frame": int(p.reference.key_frame),
                 "motion": self.plan.info.get("motion"), "expression": self.plan.info.get("expression"),
-                "image_size": p.image_size, "finetune_steps": len(p.finetune_history), "paste_back": self.paste_back}
+                "image_size": p.image_size, "finetune_steps": len(p.finetune_history), "paste_back": self.paste_back,
+                "size": self.size, "max_size": self.max_size}
 
 
 class TalkingHeadPipeline:
@@ -331,8 +342,9 @@ class TalkingHeadPipeline:
     # -- the whole call ----------------------------------------------------------------------------------------------
     def __call__(self, reference, audio, *, pose_from=None, still: bool = False, motion_scale: float = 1.0,
                  motion_style=None, expression_from=None, expression_scale: float = 1.0, blink: bool = True,
-                 seed: int = 0, finetune_steps: int = 0, paste_back: bool = False, save_intermediates=None,
-                 unprojector: str = "mediapipe", max_seconds: float | None = None) -> Result:
+                 seed: int = 0, finetune_steps: int = 0, paste_back: bool = False, size: int = 256,
+                 max_size: int = 1280, save_intermediates=None, unprojector: str = "mediapipe",
+                 max_seconds: float | None = None) -> Result:
         """Generate a talking head (see the module docstring). Nothing is rendered until the result is iterated/saved.
 
         Args:
@@ -342,7 +354,10 @@ class TalkingHeadPipeline:
             pose_from, still, motion_scale, expression_from, expression_scale, blink, seed: see :meth:`plan`.
             motion_style: a clip (video with speech) whose motion style drives a photo (or overrides a video's own).
             finetune_steps: test-time fine-tuning steps of G on the K references.
-            paste_back: paste each frame into the reference's original key frame.
+            paste_back: paste each frame into the reference's original key frame, composed at the source's
+                resolution (capped by ``max_size``).
+            size: side of the output crop without paste-back: 256 or 512 (composed at that size from the source).
+            max_size: with ``paste_back``, the longest side of the output video (the source is shrunk to fit).
             save_intermediates: a folder for poses/landmarks/codes/renders/plots (written by :meth:`Result.save`).
             unprojector: ``"mediapipe"`` or ``"network"`` (the bundle's unprojection network).
             max_seconds: longest speech accepted (default 600 s; 0 = no limit).
@@ -357,6 +372,10 @@ class TalkingHeadPipeline:
             audio = load_driving_audio(audio, max_seconds=MAX_AUDIO_S if max_seconds is None else max_seconds)
         if pose_from is not None and still:
             raise InputError("--pose-from and --still exclude each other")
+        if size not in OUTPUT_SIZES:
+            raise InputError(f"--size must be one of {', '.join(map(str, OUTPUT_SIZES))}, got {size}")
+        if not isinstance(max_size, int) or max_size < 256:
+            raise InputError(f"--max-size must be a whole number of pixels ≥ 256, got {max_size}")
         timer = StageTimer()
         if isinstance(reference, PreparedReference):
             prepared = reference
@@ -367,6 +386,6 @@ class TalkingHeadPipeline:
         plan = self.plan(prepared, audio, pose_from=pose_from, still=still, motion_scale=motion_scale,
                          expression_from=expression_from, expression_scale=expression_scale, blink=blink, seed=seed,
                          timer=timer)
-        return Result(self, prepared, plan, audio, paste_back=paste_back,
+        return Result(self, prepared, plan, audio, paste_back=paste_back, size=size, max_size=max_size,
                       intermediates=Path(save_intermediates) if save_intermediates else None, timer=timer,
                       notes=list(prepared.notes))

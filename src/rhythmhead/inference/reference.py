@@ -15,6 +15,9 @@ frame) this module computes everything the per-frame loop needs:
 * **Ψ's reference code** and the reference's **identity offset** (closed-mouth frame of the reference's frontal
   landmarks, :class:`rhythmhead.data.pca.ExpressionPCA`), and the neutral code the expression scale pivots on.
 * Optional **test-time fine-tuning** of a copy of G (and D) on the K references (:func:`rhythmhead.models.finetune.finetune`).
+* The **region bank** of a video (:mod:`rhythmhead.inference.regions`: the frames that lend their mouth and blinking
+  eyes) and, per output size, the **full-resolution sources** (:class:`OutputSources`: the K references, the key frame
+  and the bank's frames cropped at that size from the source file), made once per size on first use.
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ class PreparedReference:
         ref_code: ``(n,)`` Ψ's reference input; identity_offset ``(68, 3)``; neutral_code ``(n,)``.
         finetune_history: per-step losses when fine-tuned.
         notes: warnings for the user.
+        regions: the video's :class:`~rhythmhead.inference.regions.RegionBank` (None for a photo).
     """
 
     reference: object
@@ -73,6 +77,14 @@ class PreparedReference:
     neutral_code: np.ndarray
     finetune_history: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    regions: object = None
+    _sources: dict = field(default_factory=dict, repr=False)
+
+    def sources(self, size: int) -> "OutputSources":
+        """The full-resolution sources for output frames of ``size``² (made on first use, then kept)."""
+        if size not in self._sources:
+            self._sources[size] = output_sources(self, size)
+        return self._sources[size]
 
     @property
     def image_size(self) -> int:
@@ -83,6 +95,40 @@ class PreparedReference:
         return bool(self.reference.is_image)
 
 
+@dataclass
+class OutputSources:
+    """What composing output frames at ``size``² reads (:meth:`PreparedReference.sources`).
+
+    Attributes:
+        size: the output side S.
+        shots: ``(K, 3, S, S)`` float32 in [−1, 1], the K references (the warping sources).
+        texture: ``(S, S, 3)`` uint8, the key frame (the 3-D render's texture at S).
+        regions: a :class:`~rhythmhead.inference.regions.RegionTransfer` at S, or None (a photo).
+    """
+
+    size: int
+    shots: torch.Tensor
+    texture: torch.Tensor
+    regions: object = None
+
+
+def output_sources(prepared: "PreparedReference", size: int) -> OutputSources:
+    """Crop the references, the key frame and the region bank's frames at ``size`` from the source (once)."""
+    from ..data.preprocess import reference_crops
+    from .regions import RegionTransfer
+
+    ref = prepared.reference
+    key = int(ref.key_frame)
+    bank = prepared.regions
+    wanted = {key, *(int(i) for i in prepared.shots), *([] if bank is None else bank.frames.tolist())}
+    crops = reference_crops(ref, wanted, size)
+    device = prepared.ref_images.device
+    shots = torch.from_numpy(np.stack([crops[int(i)] for i in prepared.shots])).permute(0, 3, 1, 2).float()
+    regions = None if bank is None else RegionTransfer(bank, {i: crops[i] for i in bank.frames.tolist()}, size)
+    return OutputSources(size, (shots / 127.5 - 1.0).to(device), torch.from_numpy(np.ascontiguousarray(crops[key])),
+                         regions)
+
+
 def slice_reference(ref, stop: int):
     """The first ``stop`` frames of a Reference as a Reference (key frame recomputed on them)."""
     from ..geometry.pose import key_frame
@@ -91,7 +137,8 @@ def slice_reference(ref, stop: int):
         raise ValueError(f"stop must be in 1..{len(ref.frames)}, got {stop}")
     cut = {name: getattr(ref, name)[:stop] for name in ("frames", "landmarks", "mesh", "pose", "frontal", "boxes",
                                                           "found")}
-    return dataclasses.replace(ref, **cut, key_frame=key_frame(torch.from_numpy(np.ascontiguousarray(cut["pose"]))))
+    return dataclasses.replace(ref, **cut, key_frame=key_frame(torch.from_numpy(np.ascontiguousarray(cut["pose"])),
+                                                        cut["frontal"]))
 
 
 def choose_shots(pose: np.ndarray, k: int, start: int) -> np.ndarray:
@@ -267,29 +314,34 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         generator = gen_model.freeze(tuned)
     with torch.no_grad():
         embedding = generator.embed_references(ref_images, ref_labels)
+    from .regions import region_bank
+
     return PreparedReference(
         reference=ref, shots=idx, shot_poses=ref.pose[idx].astype(np.float32), ref_images=ref_images,
         ref_labels=ref_labels, embedding=embedding, generator=generator, mesh=mesh,
         key_frontal=np.asarray(ref.frontal[key], np.float32), anchor_pose=anchor, motion_weight=w, motion_bias=b,
         recenter=source != "reference", motion_source=source, ref_code=ref_code, identity_offset=identity,
-        neutral_code=neutral, finetune_history=history, notes=notes)
+        neutral_code=neutral, finetune_history=history, notes=notes,
+        regions=None if ref.is_image else region_bank(np.asarray(ref.frontal), np.asarray(ref.landmarks)))
 
 
-def render_inputs(mesh, key_frontal: np.ndarray, poses: np.ndarray, size: int, device
-                  ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+def render_inputs(mesh, key_frontal: np.ndarray, poses: np.ndarray, size: int, device, with_uv: bool = False):
     """The 3-D-aware render of the key-frame mesh at ``poses (N, 6)`` and its label maps, at G's size.
 
     Returns ``render_images (N, 3, S, S)`` in [−1, 1], ``render_labels (N, 1, S, S)`` (on ``device``) and the 256²
-    renders ``(N, 256, 256, 3)`` uint8.
+    renders ``(N, 256, 256, 3)`` uint8; with ``with_uv`` also the render's texture coordinates ``(N, 256, 256, 2)``
+    and coverage ``(N, 256, 256)`` (:func:`rhythmhead.geometry.mesh.render_uv`), from which the render at any output
+    size is one texture lookup.
     """
-    from ..geometry.mesh import render_textured
+    from ..geometry.mesh import render_uv, sample_uv
     from ..geometry.pose import apply_pose
 
     pose_t = torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32)).to(mesh.vertices.device)
-    images, _ = render_textured(mesh, pose_t, CROP)
-    images = images.cpu().numpy()
+    uv, cover = render_uv(mesh, pose_t, CROP)
+    images = sample_uv(mesh.texture, uv, cover).cpu().numpy()
     lmk = apply_pose(torch.from_numpy(key_frontal).to(pose_t), pose_t).cpu().numpy()
-    return to_network_images(images, size).to(device), label_maps(lmk, size).to(device), images
+    out = (to_network_images(images, size).to(device), label_maps(lmk, size).to(device), images)
+    return (*out, uv, cover) if with_uv else out
 
 
 def _finetune(gen_model, ref, idx, mesh, ref_images, ref_labels, steps, seed, device):

@@ -152,44 +152,67 @@ def nearest_shots(shot_poses: np.ndarray, poses: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, mouth_margin: float = 0.15,
-               timer: StageTimer | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Generate the frames of ``plan`` for a prepared reference, chunk by chunk.
+               size: int = 256, timer: StageTimer | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Generate the frames of ``plan`` for a prepared reference, chunk by chunk, at ``size``² (the crop's box).
+
+    G runs at its own image size. With linear composition (the ``fast`` G) the frame is composed at ``size`` by
+    :meth:`Generator.compose`: G's flows warp the references cropped at ``size`` from the source, G's render flow
+    warps the 3-D render made at ``size`` from the key frame cropped at ``size``, and only G's synthesised image and its
+    confidences are upsampled. A video's own mouths (and blinks) then replace G's mouth box
+    (:mod:`rhythmhead.inference.regions`). A non-linear G (the paper's composition) has no such split: its frames are
+    upsampled to ``size``.
 
     Yields:
-        ``(frames (n, 256, 256, 3) uint8, renders (n, 256, 256, 3) uint8)`` per chunk of ``n ≤ chunk`` frames, in
-        order (frames of a G with a smaller image size are upsampled to the 256² crop).
+        ``(frames (n, size, size, 3) uint8, renders (n, 256, 256, 3) uint8)`` per chunk of ``n ≤ chunk`` frames, in
+        order.
     """
     from ..geometry.labelmap import mouth_mask
+    from ..geometry.mesh import sample_uv
     from .reference import CROP, label_maps, render_inputs
 
     timer = timer or StageTimer()
     gen = prepared.generator
     device = prepared.ref_images.device
-    size = prepared.image_size
+    g_size = prepared.image_size
+    full = gen.composes_linearly
+    sources = prepared.sources(size) if full else None
     for start, stop in chunk_ranges(plan.n_frames, chunk):
         n = stop - start
         poses = plan.poses[start:stop]
         with timer("render", n):
-            render_images, render_labels, renders = render_inputs(prepared.mesh, prepared.key_frontal, poses, size,
-                                                                  device)
+            render_images, render_labels, renders, uv, cover = render_inputs(
+                prepared.mesh, prepared.key_frontal, poses, g_size, device, with_uv=True)
         with timer("labels", n):
-            lmk = plan.landmarks[start:stop]
-            target_labels = label_maps(lmk, size).to(device)
-            masks = mouth_mask(torch.from_numpy(np.asarray(lmk, np.float32)[..., :2] * (size / CROP)), size,
-                               mouth_margin).to(device)
+            lmk = np.asarray(plan.landmarks[start:stop], np.float32)
+            target_labels = label_maps(lmk, g_size).to(device)
+            masks = mouth_mask(torch.from_numpy(lmk[..., :2] * (g_size / CROP)), g_size, mouth_margin).to(device)
             warp = torch.from_numpy(nearest_shots(prepared.shot_poses, poses)).to(device)
             warp_images = prepared.ref_images[0, warp]
             warp_labels = prepared.ref_labels[0, warp]
-        frames = np.empty((n, CROP, CROP, 3), np.uint8)
-        with timer("generator", n):
-            for b0 in range(0, n, batch):
-                b1 = min(n, b0 + batch)
+        frames = np.empty((n, size, size, 3), np.uint8)
+        for b0 in range(0, n, batch):
+            b1 = min(n, b0 + batch)
+            with timer("generator", b1 - b0):
                 out = gen.generate(prepared.embedding.expand(b1 - b0), target_labels[b0:b1], warp_images[b0:b1],
                                    warp_labels[b0:b1], render_images[b0:b1], render_labels[b0:b1],
                                    mouth_mask=masks[b0:b1], need_raw=False)
-                img = out["image"].float()
-                if size != CROP:  # a G trained at a lower resolution: its frames are upsampled to the 256² crop
-                    img = torch.nn.functional.interpolate(img, size=(CROP, CROP), mode="bilinear", align_corners=False)
+            with timer("compose", b1 - b0):
+                if full:
+                    render_hi = sample_uv(sources.texture, uv[b0:b1], cover[b0:b1], size, uv_scale=size / CROP)
+                    render_hi = render_hi.permute(0, 3, 1, 2).float().to(device) / 127.5 - 1.0
+                    mask_hi = mouth_mask(torch.from_numpy(lmk[b0:b1, :, :2] * (size / CROP)), size,
+                                         mouth_margin).to(device)
+                    img = gen.compose(out, sources.shots[warp[b0:b1]], render_hi, mask_hi)
+                else:
+                    img = out["image"].float()
+                    if g_size != size:
+                        img = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear",
+                                                              align_corners=False)
                 img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
                 frames[b0:b1] = img.permute(0, 2, 3, 1).cpu().numpy()
+        if sources is not None and sources.regions is not None:
+            with timer("regions", n):
+                for i in range(n):
+                    t = start + i
+                    frames[i] = sources.regions(frames[i], plan.landmarks[t], plan.frontal[t], float(plan.closure[t]))
         yield frames, renders

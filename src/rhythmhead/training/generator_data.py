@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..geometry.flow import mesh_flow
 from ..geometry.labelmap import FLIP_68, draw_label_map, mouth_mask
 from ..geometry.mesh import NUM_FACE_VERTICES, build_textured_mesh, face_triangles_tensor, render_textured
-from ..geometry.pose import apply_pose
+from ..geometry.pose import apply_pose, key_frame
 
 CROP = 256  # store crops are 256²
 
@@ -215,16 +215,16 @@ def worst_reference(pose: np.ndarray, refs, target: int) -> int:
     return int(np.abs(rot[np.asarray(refs)] - rot[target]).mean(-1).argmax())
 
 
-def reference_key_frame(pose: np.ndarray, n_pool: int) -> int:
-    """The most frontal frame of the reference pool (argmin ‖rotvec‖₁ over its first ``n_pool`` frames) — the key frame
-    of the 3-D render, chosen inside the reference part so that it never is a target frame."""
-    return int(np.abs(np.asarray(pose)[:n_pool, :3]).sum(-1).argmin())
+def reference_key_frame(pose: np.ndarray, frontal: np.ndarray, n_pool: int) -> int:
+    """The key frame of the 3-D render (:func:`rhythmhead.geometry.pose.key_frame`: the most frontal frame with open eyes
+    and a closed mouth) over the reference pool, the first ``n_pool`` frames, so that it never is a target frame."""
+    return key_frame(torch.from_numpy(np.ascontiguousarray(pose[:n_pool])), frontal[:n_pool])
 
 
 def reference_mesh(frames: np.ndarray, track: dict, ref_fraction: float, shots: int):
     """``(textured mesh, key frame index)`` of a clip's reference key frame (see :func:`reference_key_frame`)."""
     n_pool = reference_pool(track["pose"].shape[0], ref_fraction, shots)
-    k = reference_key_frame(track["pose"], n_pool)
+    k = reference_key_frame(track["pose"], track["frontal"], n_pool)
     return build_textured_mesh(np.array(frames[k]), track["mesh"][k], track["pose"][k]), k
 
 

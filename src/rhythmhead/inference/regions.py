@@ -1,0 +1,220 @@
+"""Real mouths and real blinks from a video reference: regions of the reference's own frames, warped into each output
+frame at the output resolution (issue: sharp frames).
+
+G synthesises the mouth box at its own resolution (128² for ``fast``), which leaves lips and teeth soft. A video
+reference shows the person's mouth in many shapes, sharp and with their own teeth. So, per output frame:
+
+* **Mouth.** Of up to ``candidates`` reference frames chosen to cover the reference's mouth shapes (farthest-point
+  sampling of the frontal inner and outer lip landmarks), take the one whose frontal mouth is nearest the target's; fit
+  the affine map that takes the target's posed mouth landmarks onto that frame's (least squares over the 20 lip points);
+  warp the frame's mouth region through it; correct its mean colour to the frame it goes into (measured on the
+  feathered band, so no colour step shows); and blend it in through a soft mask grown from the target's outer lip
+  polygon (a blurred, dilated polygon: no box edge).
+* **Eyes.** During a blink (the plan's ``closure`` > 0) the eye region comes, the same way, from the reference frame
+  whose eye opening is nearest the target's (the reference's own blinks), aligned on the four eye corners by a
+  similarity transform and blended with weight ``min(1, 2·closure)``; open-eyed frames keep the key frame's eyes, so
+  the gaze stays steady.
+
+A photo has one frame: nothing to choose, so its mouth stays G's and its blinks G's eyelids. Frames are ``(S, S, 3)``
+uint8 at the output size; landmarks are in 256²-crop pixels (scaled by ``S / 256`` here).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry.pose import eye_openness
+
+CROP = 256
+MOUTH = np.arange(48, 68)
+OUTER_LIP = np.arange(48, 60)
+EYE_CORNERS = np.array([36, 39, 42, 45])
+EYES = (np.arange(36, 42), np.arange(42, 48))
+# A reference without a frame whose eyes are this much more closed than its median shows no blink to borrow.
+BLINK_EAR_RATIO = 0.6
+
+
+def _shape(frontal: np.ndarray) -> np.ndarray:
+    """Frontal mouth landmarks ``(…, 68, ≥2)`` → centred ``(…, 40)`` shape vectors."""
+    m = np.asarray(frontal, np.float64)[..., MOUTH, :2]
+    return (m - m.mean(-2, keepdims=True)).reshape(*m.shape[:-2], -1)
+
+
+def spread_frames(features: np.ndarray, k: int) -> np.ndarray:
+    """Indices of ``k`` rows of ``features (T, D)`` spread over their space (farthest-point sampling from the row
+    nearest the mean); all rows when ``T ≤ k``. Sorted."""
+    n = len(features)
+    if n <= k:
+        return np.arange(n)
+    chosen = [int(np.linalg.norm(features - features.mean(0), axis=1).argmin())]
+    dist = np.linalg.norm(features - features[chosen[0]], axis=1)
+    for _ in range(k - 1):
+        nxt = int(dist.argmax())
+        if dist[nxt] <= 0:
+            break
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(features - features[nxt], axis=1))
+    return np.array(sorted(chosen), np.int64)
+
+
+@dataclass
+class RegionBank:
+    """The reference frames a video lends its mouth and eyes from (crop-pixel landmarks; crops at any output size
+    through ``crops``).
+
+    Attributes:
+        mouth_frames: ``(M,)`` reference frame indices covering the mouth shapes.
+        blink_frames: ``(B,)`` reference frame indices whose eyes are closing or closed (may be empty).
+        frontal: ``(T, 68, 3)`` the reference's frontal landmarks; landmarks: ``(T, 68, 3)`` its posed landmarks.
+        open_ear: the reference's median eye aspect ratio.
+    """
+
+    mouth_frames: np.ndarray
+    blink_frames: np.ndarray
+    frontal: np.ndarray
+    landmarks: np.ndarray
+    open_ear: float
+
+    @property
+    def frames(self) -> np.ndarray:
+        """Every frame index the bank needs crops of (sorted, unique)."""
+        return np.unique(np.concatenate([self.mouth_frames, self.blink_frames]).astype(np.int64))
+
+
+def region_bank(frontal: np.ndarray, landmarks: np.ndarray, candidates: int = 24) -> RegionBank | None:
+    """The :class:`RegionBank` of a reference's ``frontal`` / posed ``landmarks (T, 68, 3)``; None for a single frame."""
+    if len(frontal) < 2:
+        return None
+    mouth = spread_frames(_shape(frontal), candidates)
+    ear = eye_openness(frontal)
+    open_ear = float(np.median(ear))
+    closing = np.where(ear < 0.85 * open_ear)[0]
+    if not len(closing) or ear.min() > BLINK_EAR_RATIO * open_ear:
+        closing = np.zeros(0, np.int64)
+    elif len(closing) > candidates:  # keep the range of openings, from the most closed
+        closing = closing[np.unique(np.linspace(0, len(closing) - 1, candidates).round().astype(int))]
+    return RegionBank(mouth, closing.astype(np.int64), np.asarray(frontal, np.float32),
+                      np.asarray(landmarks, np.float32), open_ear)
+
+
+def soft_polygon(points: np.ndarray, size: int, grow: float, blur: float, window) -> np.ndarray:
+    """A soft mask over ``window = (x0, y0, x1, y1)``: the polygon ``points (N, 2)`` (output px) grown by ``grow``
+    about its centre, filled, and Gaussian-blurred with σ = ``blur`` px. float32 in [0, 1]."""
+    import cv2
+
+    x0, y0, x1, y1 = window
+    c = points.mean(0)
+    poly = c + grow * (points - c) - np.array([x0, y0])
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    k = int(2 * round(3 * blur) + 1)
+    return cv2.GaussianBlur(mask, (k, k), blur) if blur > 0 else mask
+
+
+def _window(points: np.ndarray, pad: float, size: int) -> tuple[int, int, int, int]:
+    lo, hi = points.min(0) - pad, points.max(0) + pad
+    x0, y0 = (int(max(0, np.floor(v))) for v in lo)
+    x1, y1 = (int(min(size, np.ceil(v))) for v in hi)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def _paste_region(frame: np.ndarray, source: np.ndarray, affine: np.ndarray, mask: np.ndarray, window,
+                  weight: float = 1.0) -> None:
+    """Blend ``source`` warped by ``affine`` (output px → source px, 2×3) into ``frame`` over ``window``, in place,
+    with its mean colour matched to ``frame`` on the mask's feathered band."""
+    import cv2
+
+    x0, y0, x1, y1 = window
+    m = affine.astype(np.float64).copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)  # the window's top-left in the source
+    patch = cv2.warpAffine(source, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    base = frame[y0:y1, x0:x1].astype(np.float32)
+    band = (mask > 0.05) & (mask < 0.6)
+    if band.sum() >= 16:
+        patch += np.clip((base[band] - patch[band]).mean(0), -25, 25)
+    a = (weight * mask)[..., None]
+    frame[y0:y1, x0:x1] = np.clip(a * patch + (1 - a) * base + 0.5, 0, 255).astype(np.uint8)
+
+
+def _fit_affine(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Least-squares 2×3 affine taking ``dst (N, 2)`` points onto ``src (N, 2)``."""
+    a = np.concatenate([dst, np.ones((len(dst), 1))], 1)
+    sol, *_ = np.linalg.lstsq(a, src, rcond=None)
+    return sol.T
+
+
+def _fit_similarity(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Least-squares 2×3 similarity (rotation, uniform scale, translation) taking ``dst`` onto ``src``."""
+    dc, sc = dst.mean(0), src.mean(0)
+    d, s = dst - dc, src - sc
+    zd = d[:, 0] + 1j * d[:, 1]
+    zs = s[:, 0] + 1j * s[:, 1]
+    q = (np.conj(zd) @ zs) / max(float(np.real(np.conj(zd) @ zd)), 1e-9)
+    rot = np.array([[q.real, -q.imag], [q.imag, q.real]])
+    return np.concatenate([rot, (sc - rot @ dc)[:, None]], 1)
+
+
+def _eye_ellipse(eye: np.ndarray) -> np.ndarray:
+    """A polygon ``(N, 2)`` of the ellipse around one eye's 6 landmarks: through its corners' span (× 1.5) and half as
+    tall, whatever the lids do (a closed eye's landmarks are a flat line)."""
+    import cv2
+
+    a, b = eye[0], eye[3]
+    centre = (a + b) / 2
+    width = float(np.linalg.norm(b - a))
+    angle = float(np.degrees(np.arctan2(b[1] - a[1], b[0] - a[0])))
+    pts = cv2.ellipse2Poly((int(round(centre[0] * 16)), int(round(centre[1] * 16))),
+                           (int(round(0.75 * width * 16)), int(round(0.45 * width * 16))), int(round(angle)), 0, 360, 15)
+    return pts.astype(np.float64) / 16
+
+
+class RegionTransfer:
+    """Puts the bank's mouths (and blinking eyes) into frames of one output size (see the module docstring).
+
+    Args:
+        bank: the reference's :class:`RegionBank`.
+        crops: frame index → ``(S, S, 3)`` uint8 crop of that reference frame at the output size S.
+        size: S.
+    """
+
+    def __init__(self, bank: RegionBank, crops: dict[int, np.ndarray], size: int):
+        self.bank, self.crops, self.size = bank, crops, int(size)
+        self.scale = self.size / CROP
+        self._mouth_shapes = _shape(bank.frontal[bank.mouth_frames])
+        self._blink_ear = eye_openness(bank.frontal[bank.blink_frames]) if len(bank.blink_frames) else None
+
+    def mouth_source(self, frontal: np.ndarray) -> int:
+        """The bank frame whose frontal mouth is nearest ``frontal (68, ≥2)``."""
+        d = np.linalg.norm(self._mouth_shapes - _shape(frontal)[None], axis=1)
+        return int(self.bank.mouth_frames[d.argmin()])
+
+    def __call__(self, frame: np.ndarray, landmarks: np.ndarray, frontal: np.ndarray, closure: float = 0.0
+                 ) -> np.ndarray:
+        """``frame (S, S, 3)`` uint8 with the reference's mouth (and eyes while blinking) for the target ``landmarks``
+        and ``frontal`` ``(68, ≥2)`` (crop px). Returns a new array."""
+        out = np.array(frame, copy=True)
+        s = self.scale
+        tgt = np.asarray(landmarks, np.float64)[:, :2] * s
+        # mouth
+        k = self.mouth_source(frontal)
+        src = self.bank.landmarks[k, :, :2].astype(np.float64) * s
+        width = float(np.linalg.norm(tgt[54] - tgt[48]))
+        lips = tgt[OUTER_LIP]
+        win = _window(lips, 0.9 * width, self.size)
+        mask = soft_polygon(lips, self.size, grow=1.3, blur=0.12 * width, window=win)
+        _paste_region(out, self.crops[k], _fit_affine(tgt[MOUTH], src[MOUTH]), mask, win)
+        # eyes, while blinking
+        if closure > 0.02 and self._blink_ear is not None:
+            ear = float(eye_openness(frontal))
+            j = int(self.bank.blink_frames[np.abs(self._blink_ear - ear).argmin()])
+            src = self.bank.landmarks[j, :, :2].astype(np.float64) * s
+            affine = _fit_similarity(tgt[EYE_CORNERS], src[EYE_CORNERS])
+            span = float(np.linalg.norm(tgt[45] - tgt[36]))
+            for eye in EYES:
+                pts = _eye_ellipse(tgt[eye])
+                win = _window(pts, 0.2 * span, self.size)
+                mask = soft_polygon(pts, self.size, grow=1.0, blur=0.04 * span, window=win)
+                _paste_region(out, self.crops[j], affine, mask, win, weight=min(1.0, 2.0 * float(closure)))
+        return out
