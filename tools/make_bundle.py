@@ -1,7 +1,7 @@
 """Assemble an inference bundle folder from training runs' exports, and compute the default motion style.
 
     python tools/make_bundle.py --motion runs/motion --expression runs/expression --generator runs/generator \\
-        [--unprojection runs/unprojection] [--ablation no_warp=runs/gen_no_warp ...] \\
+        [--unprojection runs/unprojection] [--mouth runs/mouth] [--ablation no_warp=runs/gen_no_warp ...] \\
         --style-store /work/store --out src/rhythmhead/models_bundled
 
 Each ``--<stage> RUN`` is a training run folder (``RUN/export/<stage>.safetensors``), an export folder or the
@@ -69,7 +69,7 @@ def style_from_store(motion, store_dir: str | Path, device: str = "cpu", echo=pr
 
 def make_bundle(out: str | Path, motion: str, expression: str, generator: str, unprojection: str | None = None,
                 ablations: dict[str, str] | None = None, style_store: str | None = None, device: str = "cpu",
-                echo=print) -> Path:
+                echo=print, mouth: str | None = None) -> Path:
     """Build the bundle folder ``out`` (see the module docstring); returns it."""
     from rhythmhead.inference.bundle import STYLE_FILE, load_bundle, load_generator, load_motion, save_style
 
@@ -81,6 +81,8 @@ def make_bundle(out: str | Path, motion: str, expression: str, generator: str, u
         sources = {"motion": motion, "expression": expression, "generator": generator}
         if unprojection:
             sources["unprojection"] = unprojection
+        if mouth:
+            sources["mouth"] = mouth
         for stage, run in sources.items():
             src = export_file(run, stage)
             shutil.copy2(src, tmp / f"{stage}.safetensors")
@@ -113,11 +115,12 @@ def make_bundle(out: str | Path, motion: str, expression: str, generator: str, u
 @click.option("--expression", required=True, metavar="RUN", help="Ψ training run (or its export).")
 @click.option("--generator", required=True, metavar="RUN", help="G training run (or its export).")
 @click.option("--unprojection", metavar="RUN", help="Unprojection network run (optional).")
+@click.option("--mouth", metavar="RUN", help="Mouth synthesis network run (optional; photos' mouths).")
 @click.option("--ablation", "ablations", multiple=True, metavar="NAME=RUN", help="An ablated generator (repeatable).")
 @click.option("--style-store", metavar="STORE", help="Clip store to compute the default motion style on.")
 @click.option("--out", required=True, metavar="DIR", help="Bundle folder to write (replaced).")
 @click.option("--device", default="cpu", show_default=True)
-def main(motion, expression, generator, unprojection, ablations, style_store, out, device):
+def main(motion, expression, generator, unprojection, mouth, ablations, style_store, out, device):
     """Assemble a models folder for `rhythmhead generate --models DIR` (see the module docstring)."""
     from rhythmhead.errors import InputError
 
@@ -129,7 +132,8 @@ def main(motion, expression, generator, unprojection, ablations, style_store, ou
         pairs[name] = run
     try:
         with torch.no_grad():
-            make_bundle(out, motion, expression, generator, unprojection, pairs, style_store, device, click.echo)
+            make_bundle(out, motion, expression, generator, unprojection, pairs, style_store, device, click.echo,
+                        mouth=mouth)
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -78,7 +78,7 @@ def test_end2end_report(clips_dir, bundle, tmp_path, monkeypatch):
     report = json.loads(out.read_text())
     methods, settings = report["methods"], report["settings"]
     assert report["task"] == "end2end"
-    assert list(methods) == ["model", "model_no_warp", "gt_pose", "gt_motion", "static", "real"]
+    assert list(methods) == ["model", "model_upsampled", "model_no_warp", "gt_pose", "gt_motion", "static", "real"]
     assert settings["clip_names"] == ["a", "b"] and settings["ablations"] == ["no_warp"]
     a = settings["per_clip"]["a"]
     assert end2end.reference_frames(30) == 15 and settings["max_frames"] == 10
@@ -86,7 +86,7 @@ def test_end2end_report(clips_dir, bundle, tmp_path, monkeypatch):
     assert methods["static"]["ssim"] > methods["model"]["ssim"]
     assert a["gt_pose"]["std_rot_deg"] == pytest.approx(a["real"]["std_rot_deg"], rel=1e-5)
     assert a["static"]["std_rot_deg"] < 1e-6 < a["real"]["std_rot_deg"]
-    for key in ("x_csim_ref", "x_sync_plan", "x_std_rot_deg"):
+    for key in ("x_csim_ref", "x_sync_plan", "x_std_rot_deg", "sharp_face", "sharp_mouth", "x_sharp_face"):
         assert key in methods["model"]
     assert isinstance(methods["model"]["face_fd"], (float, str))
     assert np.isfinite(float(methods["model"]["sync_plan"]))

@@ -11,7 +11,7 @@ from rhythmhead.models.finetune import FINETUNE_PREFIXES, finetune
 from rhythmhead.models.generator import ABLATIONS, Generator, apply_ablation
 
 S, K, B = 64, 2, 2
-TINY = TINY_GENERATOR  # 64², 3 levels, every branch on
+TINY = {**TINY_GENERATOR, "composition": "nonlinear"}  # 64², 3 levels, every branch on (the paper's composition)
 
 
 def inputs(seed=0, b=B, k=K):

@@ -21,7 +21,7 @@ from rhythmhead.training.generator_task import GeneratorConfig, GeneratorTask, g
 from rhythmhead.training.trainer import Trainer
 
 S = 64
-TINY = {"model": TINY_GENERATOR, "disc": TINY_DISC,
+TINY = {"model": {**TINY_GENERATOR, "composition": "nonlinear"}, "disc": TINY_DISC,
         "trainer": dict(batch_size=2, max_steps=2, log_every=1, val_every=2, checkpoint_every=2, val_batches=1),
         "data": dict(image_size=S, shots=2, samples_per_clip=8, min_frames=8),
         "optim": dict(lr_g=1e-3, lr_d=1e-3)}

@@ -9,8 +9,10 @@ frame, so identity (CSIM to the reference key frame), lip sync and motion statis
 
 Rows (``methods``):
 
-* ``model`` — the bundle's Φ, Ψ and G; ``model_<ablation>`` — the same with each ``generator_<ablation>`` export of the
-  bundle (Supplementary Table 1 ablations that are present);
+* ``model`` — the bundle's Φ, Ψ and G; ``model_upsampled`` — the same with G's frames upsampled to the crop instead of
+  composed at the output size from the source's pixels (``InferenceSettings.full_resolution``); ``model_<ablation>``
+  — the same with each ``generator_<ablation>`` export of the bundle (Supplementary Table 1 ablations that are
+  present);
 * ``gt_pose`` — the real head poses + Ψ's expression + our renderer and G (isolates Φ);
 * ``gt_motion`` — the real poses and the real expression (the clip's own frontal landmarks) + renderer and G (isolates
   the renderer and G);
@@ -197,7 +199,8 @@ def evaluate_end2end(clips_dir: str | Path, models: str | Path | None, *, max_cl
     from .metrics import frechet_distance
 
     pipe = TalkingHeadPipeline.load(models, device=device, preset=preset)
-    pipes = {"model": pipe}
+    pipes = {"model": pipe,  # and G's frames upsampled instead of composed at the output size (the former pipeline)
+             "model_upsampled": TalkingHeadPipeline(pipe.bundle, device, replace(pipe.settings, full_resolution=False))}
     for name, path in pipe.bundle.ablations.items():
         gen = load_generator(path, device)
         pipes[f"model_{name}"] = TalkingHeadPipeline(replace(pipe.bundle, generator=gen), device, pipe.settings)

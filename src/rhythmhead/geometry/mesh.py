@@ -152,48 +152,76 @@ def build_textured_mesh(image, mesh478, pose, *, ring_scales: tuple[float, ...] 
     )
 
 
-def sample_texture(texture: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Bilinear lookup of ``texture (H, W, 3)`` uint8 at pixel ``positions (..., 2)`` → ``(..., 3)`` float32 in 0..255."""
+def sample_texture(texture: torch.Tensor, positions: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Lookup of ``texture (H, W, 3)`` uint8 at pixel ``positions (..., 2)`` → ``(..., 3)`` float32 in 0..255
+    (``mode``: "bilinear", or "bicubic", which keeps more of the fine detail at sub-pixel positions)."""
     h, w = texture.shape[:2]
     tex = texture.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
     scale = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float32, device=texture.device)
     grid = (positions.to(torch.float32) * scale - 1.0).reshape(1, -1, 1, 2)
-    out = F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=False)  # (1,3,N,1)
+    out = F.grid_sample(tex, grid, mode=mode, padding_mode="border", align_corners=False)  # (1,3,N,1)
     return out[0, :, :, 0].T.reshape(*positions.shape[:-1], 3)
 
 
-def render_uv(mesh: TexturedMesh, pose, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def landmark_weights(mesh: TexturedMesh, landmarks: torch.Tensor, sigma: float = 0.1) -> torch.Tensor:
+    """How the mesh follows its landmarks: ``(V, 68)`` weights, row ``v`` a normalised Gaussian of the frontal 2-D
+    distance from vertex ``v`` to each of the 68 frontal ``landmarks (68, ≥2)`` (σ = ``sigma`` × the landmarks' width),
+    zero for the ring vertices (hair and background stay put). With :func:`deform_vertices` the key frame's mesh takes
+    on another expression: the jaw drops, the lips part, the brows rise — with the key frame's own texture."""
+    lm = torch.as_tensor(landmarks, dtype=torch.float32, device=mesh.vertices.device)[:, :2]
+    width = float(lm[:, 0].max() - lm[:, 0].min())
+    d2 = torch.cdist(mesh.vertices[:, :2], lm).pow(2)
+    w = torch.exp(-(d2 - d2.min(1, keepdim=True).values) / (2 * (sigma * width) ** 2))  # stable: nearest = 1
+    w = w / w.sum(1, keepdim=True)
+    w[mesh.num_face_vertices:] = 0
+    return w
+
+
+def deform_vertices(mesh: TexturedMesh, weights: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """The mesh's canonical vertices moved by landmark displacements ``delta (T, 68, 3)`` (frontal space) through
+    :func:`landmark_weights` → ``(T, V, 3)``."""
+    return mesh.vertices + torch.einsum("vk,tkc->tvc", weights, delta.to(mesh.vertices))
+
+
+def render_uv(mesh: TexturedMesh, pose, size: int = 256, vertices: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where each pixel of the render at ``pose`` looks up the texture: the rasterised, barycentrically interpolated uv.
 
     Args:
         mesh: from :func:`build_textured_mesh`.
         pose: ``(6,)`` or ``(T, 6)`` target pose(s).
         size: output side in pixels (the pose's pixel units).
+        vertices: optional ``(T, V, 3)`` canonical vertices per pose (:func:`deform_vertices`) instead of the mesh's.
     Returns:
-        ``uv (T, H, W, 2)`` float32 texture pixels (0 where not covered) and ``cover (T, H, W)`` bool (batched or not as
-        ``pose``). The render is :func:`sample_uv` of these; since uv is piecewise affine, resizing it gives the render
+        ``uv (T, H, W, 2)`` float32 texture pixels (0 where not covered), ``cover (T, H, W)`` bool and ``face (T, H, W)``
+        bool — the pixels of the face itself (MediaPipe's triangles, not the ring around them) — batched or not as
+        ``pose``. The render is :func:`sample_uv` of these; since uv is piecewise affine, resizing it gives the render
         at another resolution from a texture of that resolution (one lookup, no second rasterisation).
     """
     pose_t = _as_tensor(pose, torch.float32).to(mesh.vertices.device)
     batched = pose_t.ndim == 2
-    posed = apply_pose(mesh.vertices, pose_t.reshape(-1, 6))  # (T,V,3)
-    uvs, covers = [], []
+    posed = apply_pose(mesh.vertices if vertices is None else vertices, pose_t.reshape(-1, 6))  # (T,V,3)
+    face_tri = (mesh.triangles < mesh.num_face_vertices).all(1)
+    uvs, covers, faces = [], [], []
     for verts in posed:
         pixel, face, bary = rasterize_sparse(verts, mesh.triangles, size)
         uv = torch.zeros(size * size, 2, dtype=torch.float32, device=verts.device)
         cover = torch.zeros(size * size, dtype=torch.bool, device=verts.device)
+        on_face = torch.zeros(size * size, dtype=torch.bool, device=verts.device)
         if len(pixel):
             corners = mesh.uv.index_select(0, mesh.triangles.index_select(0, face).reshape(-1)).view(-1, 3, 2)
             uv[pixel] = torch.bmm(bary.unsqueeze(1), corners).squeeze(1)  # barycentric interpolation
             cover[pixel] = True
+            on_face[pixel] = face_tri[face]
         uvs.append(uv.view(size, size, 2))
         covers.append(cover.view(size, size))
-    uv, cover = torch.stack(uvs), torch.stack(covers)
-    return (uv, cover) if batched else (uv[0], cover[0])
+        faces.append(on_face.view(size, size))
+    uv, cover, on_face = torch.stack(uvs), torch.stack(covers), torch.stack(faces)
+    return (uv, cover, on_face) if batched else (uv[0], cover[0], on_face[0])
 
 
 def sample_uv(texture: torch.Tensor, uv: torch.Tensor, cover: torch.Tensor, size: int | None = None,
-              uv_scale: float = 1.0) -> torch.Tensor:
+              uv_scale: float = 1.0, mode: str = "bilinear") -> torch.Tensor:
     """The render from :func:`render_uv`'s maps: ``texture (H_t, W_t, 3)`` uint8 looked up at ``uv (…, h, w, 2)``
     (times ``uv_scale``: the texture's pixels per uv pixel) where ``cover``, black elsewhere → ``(…, S, S, 3)`` uint8.
 
@@ -209,7 +237,7 @@ def sample_uv(texture: torch.Tensor, uv: torch.Tensor, cover: torch.Tensor, size
         den = F.interpolate(c, size=(size, size), mode="bilinear", align_corners=False)
         uv = (num / den.clamp_min(1e-6)).permute(0, 2, 3, 1)
         cover = den[:, 0] > 0.5
-    out = sample_texture(texture, uv * uv_scale).round().clamp(0, 255).to(torch.uint8)
+    out = sample_texture(texture, uv * uv_scale, mode).round().clamp(0, 255).to(torch.uint8)
     out = torch.where(cover.unsqueeze(-1), out, torch.zeros_like(out))
     return out.reshape(*lead, *out.shape[-3:])
 
@@ -224,7 +252,7 @@ def render_textured(mesh: TexturedMesh, pose, size: int = 256) -> tuple[torch.Te
     Returns:
         ``image (H, W, 3)`` or ``(T, H, W, 3)`` uint8 and ``mask`` ``(H, W)`` / ``(T, H, W)`` bool (covered pixels).
     """
-    uv, cover = render_uv(mesh, pose, size)
+    uv, cover, _ = render_uv(mesh, pose, size)
     return sample_uv(mesh.texture, uv, cover), cover
 
 

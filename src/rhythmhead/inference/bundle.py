@@ -6,6 +6,7 @@ Layout of a bundle folder (``rhythmhead/models_bundled/`` inside the package by 
     expression.safetensors  + expression.json    Ψ, the expression learner (+ its expression PCA as pca_* extras)
     generator.safetensors   + generator.json     G and D (D is used only by test-time fine-tuning)
     unprojection.safetensors + .json             optional: the PRNet-style unprojection network
+    mouth.safetensors + .json                    optional: the mouth synthesis network (photo references' mouths)
     generator_<ablation>.safetensors + .json     optional: ablated generators, scored by `rhythmhead evaluate end2end`
     motion_style.npz                             optional: the default motion style for photo references
 
@@ -33,7 +34,7 @@ import torch
 from ..errors import InputError
 
 REQUIRED = ("motion", "expression", "generator")
-OPTIONAL = ("unprojection",)
+OPTIONAL = ("unprojection", "mouth")
 STYLE_FILE = "motion_style.npz"
 ABLATION_PREFIX = "generator_"
 
@@ -224,6 +225,7 @@ class Bundle:
     generator: GeneratorModel
     unprojection: torch.nn.Module | None = None
     style: MotionStyle | None = None
+    mouth: torch.nn.Module | None = None
     ablations: dict[str, Path] = field(default_factory=dict)
 
 
@@ -313,6 +315,16 @@ def load_unprojection(path: Path, device: str | torch.device = "cpu") -> torch.n
     return _load_state(net, export.state_dicts.get("unprojection"), path, "unprojection").to(device).eval()
 
 
+def load_mouth(path: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The mouth synthesis network from ``mouth.safetensors``."""
+    from ..models.checkpoint import load_export
+    from ..models.mouth import MouthNet
+
+    export = load_export(path, stage="mouth", device="cpu")
+    net = _build(MouthNet, export.config.get("model", {}), path)
+    return _load_state(net, export.state_dicts.get("mouth"), path, "mouth").to(device).eval()
+
+
 def load_bundle(models_dir: str | Path | None = None, device: str | torch.device = "cpu",
                 preset: str | None = None) -> Bundle:
     """Check then load every export of a bundle (see the module docstring).
@@ -336,4 +348,5 @@ def load_bundle(models_dir: str | Path | None = None, device: str | torch.device
         if style.weight.shape[0] != feature_dim:
             raise InputError(f"motion style is for a Φ with {style.weight.shape[0]} features, this Φ has "
                              f"{feature_dim} (rebuild it with tools/make_bundle.py)", root / STYLE_FILE)
-    return Bundle(root, motion, expression, generator, unproj, style, ablation_paths(root))
+    mouth = load_mouth(root / "mouth.safetensors", device) if (root / "mouth.safetensors").is_file() else None
+    return Bundle(root, motion, expression, generator, unproj, style, mouth=mouth, ablations=ablation_paths(root))

@@ -53,6 +53,9 @@ class InferenceSettings:
         code_smooth_taps: Hanning taps smoothing Ψ's per-frame codes over time (1 = none).
         crf: H.264 quality of the output (18 ≈ visually lossless).
         encoder_preset: x264 speed preset.
+        full_resolution: compose a linear-composition G's frames at the output size from the source's own pixels
+            (and a video's own mouths); False = upsample G's frames (what the pipeline did before; kept as the
+            baseline row ``model_upsampled`` of ``evaluate end2end``).
     """
 
     shots: int = 8
@@ -61,6 +64,7 @@ class InferenceSettings:
     code_smooth_taps: int = 3
     crf: int = 18
     encoder_preset: str = "veryfast"
+    full_resolution: bool = True
 
 
 PRESETS: dict[str, InferenceSettings] = {
@@ -124,7 +128,7 @@ class Result:
         done = 0
         for frames, renders in synthesize(self.prepared, self.plan, chunk=settings.chunk, batch=settings.batch,
                                           mouth_margin=self.pipeline.bundle.generator.mouth_margin, size=size,
-                                          timer=self.timer):
+                                          full_resolution=settings.full_resolution, timer=self.timer):
             if on_renders is not None:
                 on_renders(renders)
             if paster is not None:

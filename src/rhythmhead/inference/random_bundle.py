@@ -21,7 +21,7 @@ TINY_EXPRESSION = dict(audio_rate=4000, fps=25, conv_channels=[2, 2, 2], kernel_
                        n_components=20, dropout=0.2)
 TINY_GENERATOR = dict(image_size=64, ngf=4, n_downsample=3, max_channels=16, n_adaptive_layers=2, n_fc_layers=2,
                       fc_hidden=8, n_downsample_attn=1, attn_channels=4, n_composition_layers=2, attention="hybrid",
-                      composition="nonlinear", warp=True, render3d=True, flow_ngf=4, flow_n_downsample=2,
+                      composition="linear", warp=True, render3d=True, flow_ngf=4, flow_n_downsample=2,
                       flow_n_blocks=1, flow_max_channels=8, flow_input_scale=1, norm="instance", spectral=True,
                       spade_hidden=8, spade_kernel=1)
 TINY_DISC = dict(in_channels=8, ndf=4, n_layers=2, max_channels=16, spectral=True)

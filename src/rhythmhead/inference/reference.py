@@ -56,6 +56,10 @@ class PreparedReference:
         finetune_history: per-step losses when fine-tuned.
         notes: warnings for the user.
         regions: the video's :class:`~rhythmhead.inference.regions.RegionBank` (None for a photo).
+        mouth_net: the bundle's mouth synthesis network, used where there is no region bank (None: G's mouth).
+        deform_weights: ``(V, 68)`` how the key frame's mesh follows the landmarks
+            (:func:`rhythmhead.geometry.mesh.landmark_weights`); key_model_frontal ``(68, 3)``: the key frame's frontal
+            landmarks as the expression model reproduces them (the rest expression the plan's landmarks move from).
     """
 
     reference: object
@@ -78,6 +82,9 @@ class PreparedReference:
     finetune_history: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     regions: object = None
+    mouth_net: object = None
+    deform_weights: torch.Tensor | None = None
+    key_model_frontal: np.ndarray | None = None
     _sources: dict = field(default_factory=dict, repr=False)
 
     def sources(self, size: int) -> "OutputSources":
@@ -104,18 +111,21 @@ class OutputSources:
         shots: ``(K, 3, S, S)`` float32 in [−1, 1], the K references (the warping sources).
         texture: ``(S, S, 3)`` uint8, the key frame (the 3-D render's texture at S).
         regions: a :class:`~rhythmhead.inference.regions.RegionTransfer` at S, or None (a photo).
+        mouth: a :class:`~rhythmhead.inference.regions.MouthSynthesis` at S where there is no region bank and the
+            bundle has a mouth network, else None.
     """
 
     size: int
     shots: torch.Tensor
     texture: torch.Tensor
     regions: object = None
+    mouth: object = None
 
 
 def output_sources(prepared: "PreparedReference", size: int) -> OutputSources:
     """Crop the references, the key frame and the region bank's frames at ``size`` from the source (once)."""
     from ..data.preprocess import reference_crops
-    from .regions import RegionTransfer
+    from .regions import MouthSynthesis, RegionTransfer
 
     ref = prepared.reference
     key = int(ref.key_frame)
@@ -125,8 +135,11 @@ def output_sources(prepared: "PreparedReference", size: int) -> OutputSources:
     device = prepared.ref_images.device
     shots = torch.from_numpy(np.stack([crops[int(i)] for i in prepared.shots])).permute(0, 3, 1, 2).float()
     regions = None if bank is None else RegionTransfer(bank, {i: crops[i] for i in bank.frames.tolist()}, size)
+    mouth = None
+    if regions is None and prepared.mouth_net is not None:
+        mouth = MouthSynthesis(prepared.mouth_net, ref.frames[key], ref.landmarks[key], size)
     return OutputSources(size, (shots / 127.5 - 1.0).to(device), torch.from_numpy(np.ascontiguousarray(crops[key])),
-                         regions)
+                         regions, mouth)
 
 
 def slice_reference(ref, stop: int):
@@ -253,7 +266,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         device: where the tensors live.
         notes: warnings gathered so far (appended to).
     """
-    from ..geometry.mesh import build_textured_mesh, unproject
+    from ..geometry.mesh import build_textured_mesh, landmark_weights, unproject
 
     notes = list(notes or [])
     ref = reference
@@ -316,32 +329,34 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         embedding = generator.embed_references(ref_images, ref_labels)
     from .regions import region_bank
 
+    key_frontal = np.asarray(ref.frontal[key], np.float32)
+
     return PreparedReference(
         reference=ref, shots=idx, shot_poses=ref.pose[idx].astype(np.float32), ref_images=ref_images,
         ref_labels=ref_labels, embedding=embedding, generator=generator, mesh=mesh,
-        key_frontal=np.asarray(ref.frontal[key], np.float32), anchor_pose=anchor, motion_weight=w, motion_bias=b,
+        key_frontal=key_frontal, anchor_pose=anchor, motion_weight=w, motion_bias=b,
         recenter=source != "reference", motion_source=source, ref_code=ref_code, identity_offset=identity,
         neutral_code=neutral, finetune_history=history, notes=notes,
-        regions=None if ref.is_image else region_bank(np.asarray(ref.frontal), np.asarray(ref.landmarks)))
+        regions=None if ref.is_image else region_bank(np.asarray(ref.frontal), np.asarray(ref.landmarks)),
+        mouth_net=bundle.mouth, deform_weights=landmark_weights(mesh, torch.from_numpy(key_frontal)),
+        key_model_frontal=np.asarray(pca.decode(pca.encode(key_frontal[None], identity), identity)[0], np.float32))
 
 
-def render_inputs(mesh, key_frontal: np.ndarray, poses: np.ndarray, size: int, device, with_uv: bool = False):
+def render_inputs(mesh, key_frontal: np.ndarray, poses: np.ndarray, size: int, device
+                  ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """The 3-D-aware render of the key-frame mesh at ``poses (N, 6)`` and its label maps, at G's size.
 
     Returns ``render_images (N, 3, S, S)`` in [−1, 1], ``render_labels (N, 1, S, S)`` (on ``device``) and the 256²
-    renders ``(N, 256, 256, 3)`` uint8; with ``with_uv`` also the render's texture coordinates ``(N, 256, 256, 2)``
-    and coverage ``(N, 256, 256)`` (:func:`rhythmhead.geometry.mesh.render_uv`), from which the render at any output
-    size is one texture lookup.
+    renders ``(N, 256, 256, 3)`` uint8.
     """
-    from ..geometry.mesh import render_uv, sample_uv
+    from ..geometry.mesh import render_textured
     from ..geometry.pose import apply_pose
 
     pose_t = torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32)).to(mesh.vertices.device)
-    uv, cover = render_uv(mesh, pose_t, CROP)
-    images = sample_uv(mesh.texture, uv, cover).cpu().numpy()
+    images, _ = render_textured(mesh, pose_t, CROP)
+    images = images.cpu().numpy()
     lmk = apply_pose(torch.from_numpy(key_frontal).to(pose_t), pose_t).cpu().numpy()
-    out = (to_network_images(images, size).to(device), label_maps(lmk, size).to(device), images)
-    return (*out, uv, cover) if with_uv else out
+    return to_network_images(images, size).to(device), label_maps(lmk, size).to(device), images
 
 
 def _finetune(gen_model, ref, idx, mesh, ref_images, ref_labels, steps, seed, device):

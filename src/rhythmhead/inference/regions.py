@@ -15,8 +15,9 @@ reference shows the person's mouth in many shapes, sharp and with their own teet
   similarity transform and blended with weight ``min(1, 2·closure)``; open-eyed frames keep the key frame's eyes, so
   the gaze stays steady.
 
-A photo has one frame: nothing to choose, so its mouth stays G's and its blinks G's eyelids. Frames are ``(S, S, 3)``
-uint8 at the output size; landmarks are in 256²-crop pixels (scaled by ``S / 256`` here).
+A photo has one frame: nothing to choose, so its mouths come from the mouth synthesis network
+(:class:`MouthSynthesis`, when the bundle has one; else they stay G's) and its blinks are G's eyelids. Frames are
+``(S, S, 3)`` uint8 at the output size; landmarks are in 256²-crop pixels (scaled by ``S / 256`` here).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry.mouth import fit_affine, soft_polygon_mask, to_opencv
 from ..geometry.pose import eye_openness
 
 CROP = 256
@@ -98,20 +100,6 @@ def region_bank(frontal: np.ndarray, landmarks: np.ndarray, candidates: int = 24
                       np.asarray(landmarks, np.float32), open_ear)
 
 
-def soft_polygon(points: np.ndarray, size: int, grow: float, blur: float, window) -> np.ndarray:
-    """A soft mask over ``window = (x0, y0, x1, y1)``: the polygon ``points (N, 2)`` (output px) grown by ``grow``
-    about its centre, filled, and Gaussian-blurred with σ = ``blur`` px. float32 in [0, 1]."""
-    import cv2
-
-    x0, y0, x1, y1 = window
-    c = points.mean(0)
-    poly = c + grow * (points - c) - np.array([x0, y0])
-    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
-    cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
-    k = int(2 * round(3 * blur) + 1)
-    return cv2.GaussianBlur(mask, (k, k), blur) if blur > 0 else mask
-
-
 def _window(points: np.ndarray, pad: float, size: int) -> tuple[int, int, int, int]:
     lo, hi = points.min(0) - pad, points.max(0) + pad
     x0, y0 = (int(max(0, np.floor(v))) for v in lo)
@@ -128,7 +116,7 @@ def _paste_region(frame: np.ndarray, source: np.ndarray, affine: np.ndarray, mas
     x0, y0, x1, y1 = window
     m = affine.astype(np.float64).copy()
     m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)  # the window's top-left in the source
-    patch = cv2.warpAffine(source, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    patch = cv2.warpAffine(source, to_opencv(m), (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
     base = frame[y0:y1, x0:x1].astype(np.float32)
     band = (mask > 0.05) & (mask < 0.6)
@@ -136,13 +124,6 @@ def _paste_region(frame: np.ndarray, source: np.ndarray, affine: np.ndarray, mas
         patch += np.clip((base[band] - patch[band]).mean(0), -25, 25)
     a = (weight * mask)[..., None]
     frame[y0:y1, x0:x1] = np.clip(a * patch + (1 - a) * base + 0.5, 0, 255).astype(np.uint8)
-
-
-def _fit_affine(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """Least-squares 2×3 affine taking ``dst (N, 2)`` points onto ``src (N, 2)``."""
-    a = np.concatenate([dst, np.ones((len(dst), 1))], 1)
-    sol, *_ = np.linalg.lstsq(a, src, rcond=None)
-    return sol.T
 
 
 def _fit_similarity(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
@@ -203,8 +184,8 @@ class RegionTransfer:
         width = float(np.linalg.norm(tgt[54] - tgt[48]))
         lips = tgt[OUTER_LIP]
         win = _window(lips, 0.9 * width, self.size)
-        mask = soft_polygon(lips, self.size, grow=1.3, blur=0.12 * width, window=win)
-        _paste_region(out, self.crops[k], _fit_affine(tgt[MOUTH], src[MOUTH]), mask, win)
+        mask = soft_polygon_mask(lips - win[:2], (win[3] - win[1], win[2] - win[0]), blur=0.12 * width, grow=1.3)
+        _paste_region(out, self.crops[k], fit_affine(tgt[MOUTH], src[MOUTH]), mask, win)
         # eyes, while blinking
         if closure > 0.02 and self._blink_ear is not None:
             ear = float(eye_openness(frontal))
@@ -215,6 +196,66 @@ class RegionTransfer:
             for eye in EYES:
                 pts = _eye_ellipse(tgt[eye])
                 win = _window(pts, 0.2 * span, self.size)
-                mask = soft_polygon(pts, self.size, grow=1.0, blur=0.04 * span, window=win)
+                mask = soft_polygon_mask(pts - win[:2], (win[3] - win[1], win[2] - win[0]), blur=0.04 * span)
                 _paste_region(out, self.crops[j], affine, mask, win, weight=min(1.0, 2.0 * float(closure)))
         return out
+
+
+class MouthSynthesis:
+    """A photo's mouths: the mouth synthesis network (:mod:`rhythmhead.models.mouth`) over each frame's mouth crop,
+    from the reference's one mouth, blended into frames of one output size through the soft lip mask.
+
+    The network reads exactly what it was trained on (:func:`rhythmhead.geometry.mouth.mouth_inputs` of the 256²
+    reference crop for the target's 256²-crop landmarks); its crop goes into the ``size``² frame through the same
+    affine scaled by ``size / 256``.
+
+    Args:
+        net: a :class:`~rhythmhead.models.mouth.MouthNet` (eval mode).
+        reference: ``(256, 256, 3)`` uint8 the reference crop (the key frame); reference_landmarks ``(68, ≥2)``.
+        size: output frame side.
+    """
+
+    def __init__(self, net, reference: np.ndarray, reference_landmarks: np.ndarray, size: int):
+        self.net, self.reference, self.size = net, np.ascontiguousarray(reference), int(size)
+        self.reference_landmarks = np.asarray(reference_landmarks, np.float64)
+        self.device = next(net.parameters()).device
+
+    def __call__(self, frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """``frames (n, S, S, 3)`` uint8 with the synthesised mouths of the targets ``landmarks (n, 68, ≥2)`` (crop
+        px); returns a new array."""
+        import torch
+
+        from ..geometry.mouth import mouth_inputs, paste_mouth
+
+        s = self.net.image_size
+        inputs = [mouth_inputs(self.reference, self.reference_landmarks, lm, s) for lm in landmarks]
+        ref = torch.from_numpy(np.stack([i["reference"] for i in inputs])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        label = torch.from_numpy(np.stack([i["label"] for i in inputs]))[:, None]
+        with torch.no_grad():
+            out = self.net(ref.to(self.device), label.to(self.device))
+        crops = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        scale = self.size / CROP
+        result = np.empty_like(frames)
+        for k, (frame, crop, inp) in enumerate(zip(frames, crops, inputs)):
+            result[k] = paste_mouth(frame, crop, inp["mask"], inp["affine"] * scale)
+        return result
+
+
+def face_surface_weight(face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Where an output frame takes the expression-following 3-D render's pixels: ``(n, 256, 256)`` float32 in [0, 1].
+
+    ``face (n, 256, 256)`` bool is the render's face coverage (the mesh's own triangles, not the ring), eroded by 3 px
+    and feathered (σ = 2 px) so that the render's edge never shows; the mouth — which the key frame's closed mesh
+    cannot open — is cut out through the very mask the reference's own mouths and the mouth network are blended with
+    (the outer lips grown by 1.3, feathered), so that they, or G where there are neither, fill it. ``landmarks (n, 68, ≥2)`` in 256²-crop px.
+    """
+    import cv2
+
+    out = np.empty(face.shape, np.float32)
+    kernel = np.ones((7, 7), np.uint8)
+    for i, (f, lm) in enumerate(zip(face, landmarks)):
+        m = cv2.GaussianBlur(cv2.erode(f.astype(np.uint8), kernel).astype(np.float32), (0, 0), 2.0)
+        pts = np.asarray(lm, np.float64)[:, :2]
+        width = float(np.linalg.norm(pts[54] - pts[48]))
+        out[i] = m * (1.0 - soft_polygon_mask(pts[OUTER_LIP], m.shape, blur=0.12 * width, grow=1.3))
+    return out

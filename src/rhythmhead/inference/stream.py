@@ -152,36 +152,38 @@ def nearest_shots(shot_poses: np.ndarray, poses: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, mouth_margin: float = 0.15,
-               size: int = 256, timer: StageTimer | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+               size: int = 256, full_resolution: bool = True, timer: StageTimer | None = None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Generate the frames of ``plan`` for a prepared reference, chunk by chunk, at ``size``² (the crop's box).
 
     G runs at its own image size. With linear composition (the ``fast`` G) the frame is composed at ``size`` by
     :meth:`Generator.compose`: G's flows warp the references cropped at ``size`` from the source, G's render flow
     warps the 3-D render made at ``size`` from the key frame cropped at ``size``, and only G's synthesised image and its
-    confidences are upsampled. A video's own mouths (and blinks) then replace G's mouth box
-    (:mod:`rhythmhead.inference.regions`). A non-linear G (the paper's composition) has no such split: its frames are
-    upsampled to ``size``.
+    confidences are upsampled. A video's own mouths (and blinks) then replace G's mouth box, or, for a photo, the
+    mouth synthesis network's mouths (:mod:`rhythmhead.inference.regions`). A non-linear G (the paper's composition) has no such split: its frames are
+    upsampled to ``size`` (so are every G's with ``full_resolution=False``).
 
     Yields:
         ``(frames (n, size, size, 3) uint8, renders (n, 256, 256, 3) uint8)`` per chunk of ``n ≤ chunk`` frames, in
         order.
     """
     from ..geometry.labelmap import mouth_mask
-    from ..geometry.mesh import sample_uv
+    from ..geometry.mesh import deform_vertices, render_uv, sample_uv
     from .reference import CROP, label_maps, render_inputs
+    from .regions import face_surface_weight
 
     timer = timer or StageTimer()
     gen = prepared.generator
     device = prepared.ref_images.device
     g_size = prepared.image_size
-    full = gen.composes_linearly
+    full = gen.composes_linearly and full_resolution
     sources = prepared.sources(size) if full else None
     for start, stop in chunk_ranges(plan.n_frames, chunk):
         n = stop - start
         poses = plan.poses[start:stop]
         with timer("render", n):
-            render_images, render_labels, renders, uv, cover = render_inputs(
-                prepared.mesh, prepared.key_frontal, poses, g_size, device, with_uv=True)
+            render_images, render_labels, renders = render_inputs(prepared.mesh, prepared.key_frontal, poses, g_size,
+                                                                  device)
         with timer("labels", n):
             lmk = np.asarray(plan.landmarks[start:stop], np.float32)
             target_labels = label_maps(lmk, g_size).to(device)
@@ -198,11 +200,22 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
                                    mouth_mask=masks[b0:b1], need_raw=False)
             with timer("compose", b1 - b0):
                 if full:
-                    render_hi = sample_uv(sources.texture, uv[b0:b1], cover[b0:b1], size, uv_scale=size / CROP)
-                    render_hi = render_hi.permute(0, 3, 1, 2).float().to(device) / 127.5 - 1.0
+                    # the key frame's mesh with the target expression, rendered at the output size from the key
+                    # frame cropped at that size: the face surface itself, and (warped by G's render flow, as G's
+                    # own render is) the render branch of the composition — the ring around the face is not
+                    # deformed, so there it is G's render at full resolution
+                    delta = torch.from_numpy(plan.frontal[start + b0:start + b1] - prepared.key_model_frontal)
+                    verts = deform_vertices(prepared.mesh, prepared.deform_weights, delta)
+                    d_uv, d_cover, d_face = render_uv(prepared.mesh, torch.from_numpy(poses[b0:b1]), CROP, verts)
+                    face_hi = sample_uv(sources.texture, d_uv, d_cover, size, uv_scale=size / CROP, mode="bicubic")
+                    face_hi = face_hi.permute(0, 3, 1, 2).float().to(device) / 127.5 - 1.0
                     mask_hi = mouth_mask(torch.from_numpy(lmk[b0:b1, :, :2] * (size / CROP)), size,
                                          mouth_margin).to(device)
-                    img = gen.compose(out, sources.shots[warp[b0:b1]], render_hi, mask_hi)
+                    img = gen.compose(out, sources.shots[warp[b0:b1]], face_hi, mask_hi)
+                    w = torch.from_numpy(face_surface_weight(d_face.cpu().numpy(), lmk[b0:b1]))[:, None].to(device)
+                    if size != CROP:
+                        w = torch.nn.functional.interpolate(w, size=(size, size), mode="bilinear", align_corners=False)
+                    img = w * face_hi + (1 - w) * img
                 else:
                     img = out["image"].float()
                     if g_size != size:
@@ -215,4 +228,7 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
                 for i in range(n):
                     t = start + i
                     frames[i] = sources.regions(frames[i], plan.landmarks[t], plan.frontal[t], float(plan.closure[t]))
+        elif sources is not None and sources.mouth is not None:
+            with timer("mouth", n):
+                frames = sources.mouth(frames, lmk)
         yield frames, renders

@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "expression": "rhythmhead.training.expression_task:ExpressionTask",
     "unprojection": "rhythmhead.training.unprojection_task:UnprojectionTask",
     "generator": "rhythmhead.training.generator_task:GeneratorTask",
+    "mouth": "rhythmhead.training.mouth_task:MouthTask",
 }
 
 
