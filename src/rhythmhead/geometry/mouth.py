@@ -8,9 +8,9 @@ crop pixels to image pixels (``crop_to_image``).
 
 :func:`mouth_inputs` gives the network:
 
-* ``reference`` ``(size, size, 3)`` uint8 — the reference frame's mouth, brought onto the target's lip shape by the
-  least-squares affine map between the two sets of 20 lip landmarks (so the lips sit where the target wants them,
-  with the reference's own colours and texture), in the target's mouth crop;
+* ``reference`` ``(size, size, 3)`` uint8 — the reference frame's mouth in the target's mouth crop, aligned by the
+  least-squares similarity (no stretch) between the two mouths' corners and upper lip (48, 54, 50–52, 61–63): the
+  reference's own lips, skin and colours where the target's upper lip is, left for the network to open;
 * ``label`` ``(size, size)`` float32 in [−1, 1] — the target's outer and inner lip contours, drawn anti-aliased;
 * ``mask`` ``(size, size)`` float32 in [0, 1] — where the synthesised mouth is blended in: the outer lip polygon grown
   by 1.3 about its centre, feathered (:func:`soft_polygon_mask`, as the reference-mouth transfer's);
@@ -27,6 +27,7 @@ MOUTH_CROP_SCALE = 2.2  # crop side / mouth width
 MOUTH = np.arange(48, 68)
 OUTER_LIP = np.arange(48, 60)
 INNER_LIP = np.arange(60, 68)
+ALIGN = np.array([48, 54, 50, 51, 52, 61, 62, 63])  # corners and upper lip: what stays put when a mouth opens
 
 
 def fit_affine(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
@@ -34,6 +35,16 @@ def fit_affine(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     a = np.concatenate([dst, np.ones((len(dst), 1))], 1)
     sol, *_ = np.linalg.lstsq(a, src, rcond=None)
     return sol.T
+
+
+def fit_similarity(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Least-squares 2×3 similarity (rotation, uniform scale, translation) taking ``dst (N, 2)`` onto ``src (N, 2)``."""
+    dc, sc = dst.mean(0), src.mean(0)
+    zd = (dst - dc) @ [1, 1j]
+    zs = (src - sc) @ [1, 1j]
+    q = (np.conj(zd) @ zs) / max(float(np.real(np.conj(zd) @ zd)), 1e-9)
+    rot = np.array([[q.real, -q.imag], [q.imag, q.real]])
+    return np.concatenate([rot, (sc - rot @ dc)[:, None]], 1)
 
 
 def to_opencv(affine: np.ndarray) -> np.ndarray:
@@ -87,8 +98,8 @@ def mouth_inputs(reference: np.ndarray, reference_landmarks: np.ndarray, target_
     tgt = np.asarray(target_landmarks, np.float64)[:, :2]
     ref = np.asarray(reference_landmarks, np.float64)[:, :2]
     to_image = crop_to_image(tgt, size)
-    # crop px → target image px → (the affine between the lip shapes) → reference image px
-    to_ref = compose_affine(fit_affine(tgt[MOUTH], ref[MOUTH]), to_image)
+    # crop px → target image px → (the similarity between the mouths) → reference image px
+    to_ref = compose_affine(fit_similarity(tgt[ALIGN], ref[ALIGN]), to_image)
     ref_crop = cv2.warpAffine(np.ascontiguousarray(reference), to_opencv(to_ref), (size, size),
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     inv = cv2.invertAffineTransform(to_image)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry.mouth import fit_affine, soft_polygon_mask, to_opencv
+from ..geometry.mouth import fit_affine, fit_similarity, soft_polygon_mask, to_opencv
 from ..geometry.pose import eye_openness
 
 CROP = 256
@@ -126,17 +126,6 @@ def _paste_region(frame: np.ndarray, source: np.ndarray, affine: np.ndarray, mas
     frame[y0:y1, x0:x1] = np.clip(a * patch + (1 - a) * base + 0.5, 0, 255).astype(np.uint8)
 
 
-def _fit_similarity(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """Least-squares 2×3 similarity (rotation, uniform scale, translation) taking ``dst`` onto ``src``."""
-    dc, sc = dst.mean(0), src.mean(0)
-    d, s = dst - dc, src - sc
-    zd = d[:, 0] + 1j * d[:, 1]
-    zs = s[:, 0] + 1j * s[:, 1]
-    q = (np.conj(zd) @ zs) / max(float(np.real(np.conj(zd) @ zd)), 1e-9)
-    rot = np.array([[q.real, -q.imag], [q.imag, q.real]])
-    return np.concatenate([rot, (sc - rot @ dc)[:, None]], 1)
-
-
 def _eye_ellipse(eye: np.ndarray) -> np.ndarray:
     """A polygon ``(N, 2)`` of the ellipse around one eye's 6 landmarks: through its corners' span (× 1.5) and half as
     tall, whatever the lids do (a closed eye's landmarks are a flat line)."""
@@ -191,7 +180,7 @@ class RegionTransfer:
             ear = float(eye_openness(frontal))
             j = int(self.bank.blink_frames[np.abs(self._blink_ear - ear).argmin()])
             src = self.bank.landmarks[j, :, :2].astype(np.float64) * s
-            affine = _fit_similarity(tgt[EYE_CORNERS], src[EYE_CORNERS])
+            affine = fit_similarity(tgt[EYE_CORNERS], src[EYE_CORNERS])
             span = float(np.linalg.norm(tgt[45] - tgt[36]))
             for eye in EYES:
                 pts = _eye_ellipse(tgt[eye])

@@ -8,7 +8,8 @@ Training clips get a random scale (± 10 %) and shift (± 4 % of the crop) of th
 
 Loss: L1 inside the soft lip mask (× ``loss.l1``), plus, with ``loss.adv`` > 0, a hinge PatchGAN (spectral norm,
 :class:`rhythmhead.models.discriminator.Discriminator`) on (crop, label) pairs, which is what puts edges on teeth and
-lips that an L1 loss alone averages away. Adam.
+lips that an L1 loss alone averages away. D sees the crop as inference makes it — the prediction blended into the
+real crop through the mask — so only the mouth itself is judged. Adam.
 
     rhythmhead train mouth --data /work/store --out runs/mouth --preset fast
 """
@@ -172,8 +173,9 @@ class MouthTask(TrainTask):
         loss = self.cfg.loss.l1 * l1
         stats = {"Loss/l1": l1.item()}
         adv = self.cfg.loss.adv
+        blended = pred * mask + target * (1 - mask)  # what inference pastes
         if adv > 0:
-            fake_logits, _ = disc(torch.cat([pred, label], 1))
+            fake_logits, _ = disc(torch.cat([blended, label], 1))
             g_adv = hinge_g(fake_logits)
             loss = loss + adv * g_adv
             stats["Loss/g_adv"] = g_adv.item()
@@ -182,7 +184,7 @@ class MouthTask(TrainTask):
         optimizers["mouth"].step()
         if adv > 0:
             real_logits, _ = disc(torch.cat([target, label], 1))
-            fake_logits, _ = disc(torch.cat([pred.detach(), label], 1))
+            fake_logits, _ = disc(torch.cat([blended.detach(), label], 1))
             d_loss = hinge_d(real_logits, fake_logits)
             optimizers["disc"].zero_grad(set_to_none=True)
             d_loss.backward()
