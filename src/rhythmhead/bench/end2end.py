@@ -10,9 +10,14 @@ would hold `paper` ones), else randomly initialised networks of the preset's rea
 noise). ``preset="tiny"`` (Python API only) uses toy networks: a quick check that memory stays flat with length.
 Device: CUDA when available, else CPU with torch's current threads (``OMP_NUM_THREADS=2`` for the 2-core target).
 
+Two more short runs measure the other output sizes: ``end2end_512`` (``size=512``) and ``end2end_paste`` (paste-back
+into a 1920×1080 frame — the portrait at 2.5× in the middle of a stretched copy of itself — capped at the default 1280
+px, so the face is composed at about 480²).
+
 Result (``rhythmhead bench end2end``)::
 
-    {"end2end": {"fps", "peak_mb", "seconds", "frames", ...},           # the short run
+    {"end2end": {"fps", "peak_mb", "seconds", "frames", ...},           # the short run (256² crop)
+     "end2end_512": {...}, "end2end_paste": {...},                       # the same speech at 512², and pasted back
      "end2end_long": {...},                                              # the long run
      "memory_growth": {"peak_mb_short", "peak_mb_long", "mb_per_min"},  # ~0 = streaming works
      "reference": …, "phi": …, "psi": …, "render": …, "labels": …, "generator": …, "encode": …}   # from the short run
@@ -61,6 +66,21 @@ def _speech(seconds: float, path: Path) -> Path:
     return path
 
 
+def _paste_source(photo: Path, path: Path) -> Path:
+    """A 1920×1080 frame with the portrait at 2.5× in its middle (for the paste-back run)."""
+    import cv2
+    from PIL import Image
+
+    from ..media.io import read_image
+
+    img = read_image(photo)
+    canvas = cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    big = cv2.resize(img, (800, 800), interpolation=cv2.INTER_CUBIC)
+    canvas[140:940, 560:1360] = big
+    Image.fromarray(canvas).save(path)
+    return path
+
+
 def run(preset: str = "fast", short_s: float = SHORT_S, long_s: float | None = -1.0,
         device: str | None = None, reference=None) -> dict[str, dict]:
     """Benchmark the pipeline (see the module docstring).
@@ -84,23 +104,26 @@ def run(preset: str = "fast", short_s: float = SHORT_S, long_s: float | None = -
         pipe = TalkingHeadPipeline.load(models, device=device, preset=preset if preset in PRESETS else None)
         ref = photo if reference is None else reference
         pipe(ref, _speech(1.0, tmp / "warm.wav"), blink=False).save(tmp / "warm.mp4")  # imports, kernels, caches
-        runs = {"end2end": short_s}
+        runs = {"end2end": (short_s, ref, {}), "end2end_512": (short_s, ref, {"size": 512}),
+                "end2end_paste": (short_s, _paste_source(photo, tmp / "hd.png") if reference is None else ref,
+                                  {"paste_back": True})}
         if long_s:
-            runs["end2end_long"] = long_s
-        for name, seconds in runs.items():
+            runs["end2end_long"] = (long_s, ref, {})
+        for name, (seconds, source, controls) in runs.items():
             speech = _speech(seconds, tmp / f"{name}.wav")
             holder = {}
 
             def call():
-                result = pipe(ref, speech)
+                result = pipe(source, speech, **controls)
                 result.save(tmp / f"{name}.mp4")
                 holder["result"] = result
 
             frames = int(round(seconds * 25))
             res = measure(call, frames, device=device)
+            first = next(holder["result"].frames())
             out[name] = {**res, "frames": frames, "audio_s": seconds, "preset": preset, "device": device,
                          "threads": torch.get_num_threads(), "image_size": pipe.bundle.generator.image_size,
-                         "shots": pipe.settings.shots, "random_init": random_init}
+                         "output": list(first.shape[:2]), "shots": pipe.settings.shots, "random_init": random_init}
             if name == "end2end":
                 for stage, s in holder["result"].timer.summary().items():
                     out[stage] = {"fps": s["fps"], "seconds": s["seconds"], "items": s["items"], "preset": preset}

@@ -183,7 +183,7 @@ def deform_vertices(mesh: TexturedMesh, weights: torch.Tensor, delta: torch.Tens
     return mesh.vertices + torch.einsum("vk,tkc->tvc", weights, delta.to(mesh.vertices))
 
 
-def render_uv(mesh: TexturedMesh, pose, size: int = 256, vertices: torch.Tensor | None = None
+def render_uv(mesh: TexturedMesh, pose, size: int = 256, vertices: torch.Tensor | None = None, scale: float = 1.0
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where each pixel of the render at ``pose`` looks up the texture: the rasterised, barycentrically interpolated uv.
 
@@ -192,6 +192,8 @@ def render_uv(mesh: TexturedMesh, pose, size: int = 256, vertices: torch.Tensor 
         pose: ``(6,)`` or ``(T, 6)`` target pose(s).
         size: output side in pixels (the pose's pixel units).
         vertices: optional ``(T, V, 3)`` canonical vertices per pose (:func:`deform_vertices`) instead of the mesh's.
+        scale: output pixels per pose pixel (0.5: a 128² render of a pose in 256²-crop pixels); uv stays in texture
+            pixels.
     Returns:
         ``uv (T, H, W, 2)`` float32 texture pixels (0 where not covered), ``cover (T, H, W)`` bool and ``face (T, H, W)``
         bool — the pixels of the face itself (MediaPipe's triangles, not the ring around them) — batched or not as
@@ -201,6 +203,8 @@ def render_uv(mesh: TexturedMesh, pose, size: int = 256, vertices: torch.Tensor 
     pose_t = _as_tensor(pose, torch.float32).to(mesh.vertices.device)
     batched = pose_t.ndim == 2
     posed = apply_pose(mesh.vertices if vertices is None else vertices, pose_t.reshape(-1, 6))  # (T,V,3)
+    if scale != 1.0:
+        posed = posed * scale
     face_tri = (mesh.triangles < mesh.num_face_vertices).all(1)
     uvs, covers, faces = [], [], []
     for verts in posed:

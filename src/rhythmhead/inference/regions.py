@@ -231,20 +231,37 @@ class MouthSynthesis:
 
 
 def face_surface_weight(face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Where an output frame takes the expression-following 3-D render's pixels: ``(n, 256, 256)`` float32 in [0, 1].
+    """Where an output frame takes the expression-following 3-D render's pixels: ``(n, s, s)`` float32 in [0, 1].
 
-    ``face (n, 256, 256)`` bool is the render's face coverage (the mesh's own triangles, not the ring), eroded by 3 px
-    and feathered (σ = 2 px) so that the render's edge never shows; the mouth — which the key frame's closed mesh
-    cannot open — is cut out through the very mask the reference's own mouths and the mouth network are blended with
-    (the outer lips grown by 1.3, feathered), so that they, or G where there are neither, fill it. ``landmarks (n, 68, ≥2)`` in 256²-crop px.
+    ``face (n, s, s)`` bool is the render's face coverage (the mesh's own triangles, not the ring), eroded by 3 px
+    and feathered (σ = 2 px) at 256² (scaled with ``s``) so that the render's edge never shows; the mouth — which the
+    key frame's closed mesh cannot open — is cut out through the very mask the reference's own mouths and the mouth
+    network are blended with (the outer lips grown by 1.3, feathered), so that they, or G where there are neither,
+    fill it. ``landmarks (n, 68, ≥2)`` in the same pixels as ``face``.
     """
     import cv2
 
+    s = face.shape[-1] / CROP
     out = np.empty(face.shape, np.float32)
-    kernel = np.ones((7, 7), np.uint8)
+    k = max(3, int(round(7 * s)) | 1)
+    kernel = np.ones((k, k), np.uint8)
     for i, (f, lm) in enumerate(zip(face, landmarks)):
-        m = cv2.GaussianBlur(cv2.erode(f.astype(np.uint8), kernel).astype(np.float32), (0, 0), 2.0)
+        m = cv2.GaussianBlur(cv2.erode(f.astype(np.uint8), kernel).astype(np.float32), (0, 0), 2.0 * s)
         pts = np.asarray(lm, np.float64)[:, :2]
         width = float(np.linalg.norm(pts[54] - pts[48]))
         out[i] = m * (1.0 - soft_polygon_mask(pts[OUTER_LIP], m.shape, blur=0.12 * width, grow=1.3))
+    return out
+
+
+def head_weight(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Where G may synthesise: ``(n, size, size)`` float32 in [0, 1] around the head of ``landmarks (n, 68, ≥2)``
+    (``size``² px) — the jaw line and the brows lifted by 0.9 × the nose-to-chin length (forehead and hair), grown by
+    1.35 about the face centre, feathered (σ = 3 % of the side). Away from the head (background, torso) G's synthesis
+    at 128² is blurry guesswork where the warped reference is right: :meth:`Generator.compose` keeps it out there."""
+    out = np.empty((len(landmarks), size, size), np.float32)
+    for i, lm in enumerate(landmarks):
+        pts = np.asarray(lm, np.float64)[:, :2]
+        lift = np.array([0.0, -0.9 * np.linalg.norm(pts[8] - pts[33])])
+        poly = np.concatenate([pts[0:17], pts[26:16:-1] + lift])
+        out[i] = soft_polygon_mask(poly, (size, size), blur=0.03 * size, grow=1.35)
     return out

@@ -170,7 +170,7 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
     from ..geometry.labelmap import mouth_mask
     from ..geometry.mesh import deform_vertices, render_uv, sample_uv
     from .reference import CROP, label_maps, render_inputs
-    from .regions import face_surface_weight
+    from .regions import face_surface_weight, head_weight
 
     timer = timer or StageTimer()
     gen = prepared.generator
@@ -206,14 +206,21 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
                     # deformed, so there it is G's render at full resolution
                     delta = torch.from_numpy(plan.frontal[start + b0:start + b1] - prepared.key_model_frontal)
                     verts = deform_vertices(prepared.mesh, prepared.deform_weights, delta)
-                    d_uv, d_cover, d_face = render_uv(prepared.mesh, torch.from_numpy(poses[b0:b1]), CROP, verts)
+                    # rasterised at G's size (uv is piecewise affine: resizing it loses nothing that shows)
+                    d_uv, d_cover, d_face = render_uv(prepared.mesh, torch.from_numpy(poses[b0:b1]), g_size, verts,
+                                                      scale=g_size / CROP)
                     face_hi = sample_uv(sources.texture, d_uv, d_cover, size, uv_scale=size / CROP, mode="bicubic")
                     face_hi = face_hi.permute(0, 3, 1, 2).float().to(device) / 127.5 - 1.0
                     mask_hi = mouth_mask(torch.from_numpy(lmk[b0:b1, :, :2] * (size / CROP)), size,
                                          mouth_margin).to(device)
-                    img = gen.compose(out, sources.shots[warp[b0:b1]], face_hi, mask_hi)
-                    w = torch.from_numpy(face_surface_weight(d_face.cpu().numpy(), lmk[b0:b1]))[:, None].to(device)
-                    if size != CROP:
+                    head = torch.from_numpy(head_weight(lmk[b0:b1] * (g_size / CROP), g_size))[:, None].to(device)
+                    if size != g_size:
+                        head = torch.nn.functional.interpolate(head, size=(size, size), mode="bilinear",
+                                                               align_corners=False)
+                    img = gen.compose(out, sources.shots[warp[b0:b1]], face_hi, mask_hi, synth_mask=head)
+                    w = face_surface_weight(d_face.cpu().numpy(), lmk[b0:b1] * (g_size / CROP))
+                    w = torch.from_numpy(w)[:, None].to(device)
+                    if size != g_size:
                         w = torch.nn.functional.interpolate(w, size=(size, size), mode="bilinear", align_corners=False)
                     img = w * face_hi + (1 - w) * img
                 else:

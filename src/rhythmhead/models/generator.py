@@ -436,7 +436,8 @@ class Generator(nn.Module):
         return self.composition == "linear" and self.use_warp
 
     def compose(self, out: dict[str, torch.Tensor | None], ref_image: torch.Tensor,
-                render_image: torch.Tensor | None = None, mouth_mask: torch.Tensor | None = None) -> torch.Tensor:
+                render_image: torch.Tensor | None = None, mouth_mask: torch.Tensor | None = None,
+                synth_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The linear composition of :meth:`generate`, redone at the resolution of the given sources.
 
         G estimates its flows and confidences and synthesises ``raw`` at its own size; here the flows are resized to
@@ -452,6 +453,9 @@ class Generator(nn.Module):
             ref_image: ``(B, 3, H, W)`` the warping reference at the output size, in [−1, 1].
             render_image: ``(B, 3, H, W)`` the 3-D render at the output size (needed when ``render3d``).
             mouth_mask: ``(B, 1, H, W)`` the target's mouth box at the output size (as given to :meth:`generate`).
+            synth_mask: optional ``(B, 1, H, W)`` in [0, 1], where G may synthesise at all: the reference branch's
+                confidence is multiplied by it, so that outside it (background, torso, far from the head) the output
+                is the warped reference alone.
 
         Returns: ``(B, 3, H, W)`` in [−1, 1].
         """
@@ -472,6 +476,8 @@ class Generator(nn.Module):
             return warped, conf
 
         warped_ref, conf_ref = branch(ref_image, out["flow_ref"], out["conf_ref"])
+        if synth_mask is not None and conf_ref is not None:
+            conf_ref = conf_ref * synth_mask
         warped_render, conf_render = branch(render_image, out["flow_render"], out["conf_render"])
         return linear_compose(up(out["raw"]), warped_ref, conf_ref, warped_render, conf_render).clamp(-1, 1)
 
