@@ -443,10 +443,10 @@ class Generator(nn.Module):
         G estimates its flows and confidences and synthesises ``raw`` at its own size; here the flows are resized to
         the sources' size, the *full-resolution* sources are warped by them, and ``raw`` and the confidences are
         upsampled: every pixel the warps explain keeps the sources' own detail, and only what G synthesises (where its
-        confidence is high: the mouth box, disocclusions) is as soft as G's resolution. The warps sample bicubically
-        (bilinear sampling at sub-pixel offsets costs a third of the face's fine detail: measured on a photo, variance
-        of the Laplacian 0.64 vs 0.82 of the reference) with ``border`` padding; with those two differences, at G's
-        own size and with the same sources, this is ``out["image"]``.
+        confidence is high: the mouth box, disocclusions) is as soft as G's resolution. The reference is warped
+        bicubically (bilinear sampling at sub-pixel offsets costs a third of the fine detail: measured on a photo,
+        variance of the Laplacian 0.64 vs 0.82 of the reference), the render bilinearly, with ``border`` padding; with
+        that difference, at G's own size and with the same sources, this is ``out["image"]``.
 
         Args:
             out: what :meth:`generate` returned (``raw``, ``flow_*``, ``conf_*``).
@@ -465,20 +465,20 @@ class Generator(nn.Module):
         up = lambda t: None if t is None else (t if tuple(t.shape[-2:]) == size else F.interpolate(  # noqa: E731
             t, size=size, mode="bilinear", align_corners=False))
 
-        def branch(image, flow, conf):
+        def branch(image, flow, conf, mode):
             if image is None or flow is None:
                 return None, None
-            warped = warp_image(image, resize_flow(flow, size), mode="bicubic", padding_mode="border")
+            warped = warp_image(image, resize_flow(flow, size), mode=mode, padding_mode="border")
             conf = up(conf)
-            if mouth_mask is not None:
-                warped = torch.where(mouth_mask > 0.5, torch.full_like(warped, -1.0), warped)
+            if mouth_mask is not None:  # confidence 1 in the box: the warped pixels there have weight 0 (not set to −1)
                 conf = torch.maximum(conf, feathered(mouth_mask, max(1, size[0] // 64)))
             return warped, conf
 
-        warped_ref, conf_ref = branch(ref_image, out["flow_ref"], out["conf_ref"])
+        warped_ref, conf_ref = branch(ref_image, out["flow_ref"], out["conf_ref"], "bicubic")
         if synth_mask is not None and conf_ref is not None:
             conf_ref = conf_ref * synth_mask
-        warped_render, conf_render = branch(render_image, out["flow_render"], out["conf_render"])
+        # the render branch shows only around the face (the face itself comes from the render unwarped): bilinear
+        warped_render, conf_render = branch(render_image, out["flow_render"], out["conf_render"], "bilinear")
         return linear_compose(up(out["raw"]), warped_ref, conf_ref, warped_render, conf_render).clamp(-1, 1)
 
     def forward(self, ref_images: torch.Tensor, ref_labels: torch.Tensor, target_label: torch.Tensor,
