@@ -233,8 +233,9 @@ class MouthSynthesis:
 def face_surface_weight(face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Where an output frame takes the expression-following 3-D render's pixels: ``(n, s, s)`` float32 in [0, 1].
 
-    ``face (n, s, s)`` bool is the render's face coverage (the mesh's own triangles, not the ring), eroded by 3 px
-    and feathered (σ = 2 px) at 256² (scaled with ``s``) so that the render's edge never shows; the mouth — which the
+    ``face (n, s, s)`` bool is the render's face coverage (the mesh's own triangles, not the ring), eroded by 4 px
+    and feathered (σ = 2 px) at 256² (at least 2 px and σ = 1.5 px at smaller sizes) so that the render's edge never
+    shows; the mouth — which the
     key frame's closed mesh cannot open — is cut out through the very mask the reference's own mouths and the mouth
     network are blended with (the outer lips grown by 1.3, feathered), so that they, or G where there are neither,
     fill it. ``landmarks (n, 68, ≥2)`` in the same pixels as ``face``.
@@ -243,10 +244,10 @@ def face_surface_weight(face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
     s = face.shape[-1] / CROP
     out = np.empty(face.shape, np.float32)
-    k = max(3, int(round(7 * s)) | 1)
+    k = max(5, int(round(9 * s)) | 1)
     kernel = np.ones((k, k), np.uint8)
     for i, (f, lm) in enumerate(zip(face, landmarks)):
-        m = cv2.GaussianBlur(cv2.erode(f.astype(np.uint8), kernel).astype(np.float32), (0, 0), 2.0 * s)
+        m = cv2.GaussianBlur(cv2.erode(f.astype(np.uint8), kernel).astype(np.float32), (0, 0), max(1.5, 2.0 * s))
         pts = np.asarray(lm, np.float64)[:, :2]
         width = float(np.linalg.norm(pts[54] - pts[48]))
         out[i] = m * (1.0 - soft_polygon_mask(pts[OUTER_LIP], m.shape, blur=0.12 * width, grow=1.3))

@@ -217,11 +217,16 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
                     if size != g_size:
                         head = torch.nn.functional.interpolate(head, size=(size, size), mode="bilinear",
                                                                align_corners=False)
-                    img = gen.compose(out, sources.shots[warp[b0:b1]], face_hi, mask_hi, synth_mask=head)
+                    cover_hi = torch.nn.functional.interpolate(d_cover[:, None].float(), size=(size, size),
+                                                               mode="bilinear", align_corners=False).to(device)
+                    cover_hi = ((cover_hi - 0.5) * 2.0 + 0.5).clamp(0, 1) * (face_hi > -1).any(1, keepdim=True)
+                    img = gen.compose(out, sources.shots[warp[b0:b1]], face_hi, mask_hi, synth_mask=head,
+                                      render_cover=cover_hi)
                     w = face_surface_weight(d_face.cpu().numpy(), lmk[b0:b1] * (g_size / CROP))
                     w = torch.from_numpy(w)[:, None].to(device)
                     if size != g_size:
                         w = torch.nn.functional.interpolate(w, size=(size, size), mode="bilinear", align_corners=False)
+                        w = w * cover_hi  # never the black outside the upsampled coverage
                     img = w * face_hi + (1 - w) * img
                 else:
                     img = out["image"].float()

@@ -437,7 +437,7 @@ class Generator(nn.Module):
 
     def compose(self, out: dict[str, torch.Tensor | None], ref_image: torch.Tensor,
                 render_image: torch.Tensor | None = None, mouth_mask: torch.Tensor | None = None,
-                synth_mask: torch.Tensor | None = None) -> torch.Tensor:
+                synth_mask: torch.Tensor | None = None, render_cover: torch.Tensor | None = None) -> torch.Tensor:
         """The linear composition of :meth:`generate`, redone at the resolution of the given sources.
 
         G estimates its flows and confidences and synthesises ``raw`` at its own size; here the flows are resized to
@@ -456,6 +456,9 @@ class Generator(nn.Module):
             synth_mask: optional ``(B, 1, H, W)`` in [0, 1], where G may synthesise at all: the reference branch's
                 confidence is multiplied by it, so that outside it (background, torso, far from the head) the output
                 is the warped reference alone.
+            render_cover: optional ``(B, 1, H, W)`` in [0, 1], the render's coverage: where it falls to 0 the render
+                branch falls back to the warped reference (instead of the render's black background, whose edge,
+                upsampled from G's size, would show as steps).
 
         Returns: ``(B, 3, H, W)`` in [−1, 1].
         """
@@ -479,6 +482,9 @@ class Generator(nn.Module):
             conf_ref = conf_ref * synth_mask
         # the render branch shows only around the face (the face itself comes from the render unwarped): bilinear
         warped_render, conf_render = branch(render_image, out["flow_render"], out["conf_render"], "bilinear")
+        if render_cover is not None and warped_render is not None:
+            cover = warp_image(render_cover, resize_flow(out["flow_render"], size), padding_mode="border")
+            warped_render = warped_render * cover + warped_ref * (1 - cover)
         return linear_compose(up(out["raw"]), warped_ref, conf_ref, warped_render, conf_render).clamp(-1, 1)
 
     def forward(self, ref_images: torch.Tensor, ref_labels: torch.Tensor, target_label: torch.Tensor,
