@@ -245,14 +245,15 @@ class StreamingFrechet:
 
 
 # -- sharpness -------------------------------------------------------------------------------------------------------
-def region_masks(landmarks, size: int, region: str = "face") -> np.ndarray:
-    """bool ``(N, size, size)`` masks from ``(N, 68, ≥2)`` landmarks in the images' pixels: ``"face"`` = the convex
+def region_masks(landmarks, size, region: str = "face") -> np.ndarray:
+    """bool ``(N, H, W)`` masks (``size`` = H = W, or ``(H, W)``) from ``(N, 68, ≥2)`` landmarks in the images' pixels: ``"face"`` = the convex
     hull of the jaw and brows (0–26), ``"mouth"`` = the mouth box (48–67) grown by 15 % per side. A frame whose
     landmarks are not finite gets an empty mask."""
     import cv2
 
     lm = np.asarray(landmarks, np.float64)[..., :2]
-    out = np.zeros((len(lm), size, size), np.uint8)
+    h, w = (size, size) if np.isscalar(size) else size
+    out = np.zeros((len(lm), h, w), np.uint8)
     for i, pts in enumerate(lm):
         if not np.isfinite(pts).all():
             continue
@@ -289,9 +290,10 @@ def sharpness_ratio(pred, pred_landmarks, real, real_landmarks, region: str = "f
     """Face (or mouth) detail kept: mean variance of the Laplacian over the ``region`` of the ``pred`` frames divided
     by the same over the ``real`` frames (each with its own landmarks, ``(N, 68, ≥2)`` in its pixels; ``real`` may be
     a single reference frame for cross-identity). ≈ 1 for real frames, < 1 when the output is softer than the input."""
-    side = lambda x: int(x.shape[-2] if isinstance(x, torch.Tensor) and x.is_floating_point() else x.shape[-3])  # noqa: E731
-    va = laplacian_variance(pred, region_masks(pred_landmarks, side(pred), region))
-    vb = laplacian_variance(real, region_masks(real_landmarks, side(real), region))
+    hw = lambda x: tuple(x.shape[-2:] if isinstance(x, torch.Tensor) and x.is_floating_point()  # noqa: E731
+                         else x.shape[-3:-1])
+    va = laplacian_variance(pred, region_masks(pred_landmarks, hw(pred), region))
+    vb = laplacian_variance(real, region_masks(real_landmarks, hw(real), region))
     if not np.isfinite(va).any() or not np.isfinite(vb).any() or np.nanmean(vb) <= 0:
         return math.nan
     return float(np.nanmean(va) / np.nanmean(vb))
