@@ -57,6 +57,20 @@ def test_max_size_caps_the_output():
     assert out.shape == (854, 1280, 3) and out.max() == 255
 
 
+def test_paste_inverts_the_crop_in_the_middle():
+    from rhythmhead.face.track import crop_frame
+
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    box = (30, 10, 100)
+    out = paste(background, np.full((100, 100, 3), 200, np.uint8), box, feather_mask(100, 0.1))
+    assert out.shape == background.shape
+    np.testing.assert_array_equal(out[:, :30], background[:, :30])  # left of the box: untouched
+    assert np.abs(out[40:80, 60:100].astype(int) - 200).max() <= 1  # inside: the crop
+    back = crop_frame(out, box, 256)
+    assert np.abs(back[100:156, 100:156].astype(int) - 200).max() <= 1
+
+
 def test_box_partly_outside_the_frame():
     background = np.zeros((50, 50, 3), np.uint8)
     mask = feather_mask(60, 0.05)

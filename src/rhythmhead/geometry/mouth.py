@@ -13,7 +13,7 @@ crop pixels to image pixels (``crop_to_image``).
   reference's own lips, skin and colours where the target's upper lip is, left for the network to open;
 * ``label`` ``(size, size)`` float32 in [−1, 1] — the target's outer and inner lip contours, drawn anti-aliased;
 * ``mask`` ``(size, size)`` float32 in [0, 1] — where the synthesised mouth is blended in: the outer lip polygon grown
-  by 1.3 about its centre, feathered (:func:`soft_polygon_mask`, as the reference-mouth transfer's);
+  by 1.3 about its centre, feathered (:func:`lip_mask`, as the reference-mouth transfer's);
 * ``affine`` — crop → image pixels of the target.
 
 Coordinates follow the pixel-centre convention of :mod:`rhythmhead.geometry.raster` (OpenCV's for ``warpAffine``).
@@ -85,6 +85,15 @@ def soft_polygon_mask(points: np.ndarray, shape: tuple[int, int], blur: float, g
     return mask
 
 
+def lip_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The soft mask a mouth is blended in with — the outer-lip polygon of ``landmarks (68, ≥2)`` (continuous pixels of
+    an image of ``shape``) grown by 1.3, feathered over 0.12 mouth widths. One definition for the mouth network's
+    crops, a video's lent mouths and the hole the face render leaves for them."""
+    pts = np.asarray(landmarks, np.float64)[:, :2]
+    width = float(np.linalg.norm(pts[54] - pts[48]))
+    return soft_polygon_mask(pts[OUTER_LIP], shape, blur=0.12 * width, grow=1.3)
+
+
 def mouth_inputs(reference: np.ndarray, reference_landmarks: np.ndarray, target_landmarks: np.ndarray,
                  size: int = 128) -> dict[str, np.ndarray]:
     """What the mouth network reads for one target (see the module docstring).
@@ -108,8 +117,7 @@ def mouth_inputs(reference: np.ndarray, reference_landmarks: np.ndarray, target_
     for part in (OUTER_LIP, INNER_LIP):
         cv2.polylines(label, [np.round((crop_pts[part] - 0.5) * 16).astype(np.int32)], True, 1.0, 1, cv2.LINE_AA,
                       shift=4)
-    width = float(np.linalg.norm(crop_pts[54] - crop_pts[48]))
-    mask = soft_polygon_mask(crop_pts[OUTER_LIP], (size, size), blur=0.12 * width, grow=1.3)
+    mask = lip_mask(crop_pts, (size, size))
     return {"reference": ref_crop, "label": label * 2 - 1, "mask": mask, "affine": to_image}
 
 

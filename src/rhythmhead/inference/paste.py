@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-CROP = 256
+from ..face.track import CROP_SIZE as CROP
+
 MAX_SIZE = 1280  # default cap on the long side of a pasted-back video
 
 

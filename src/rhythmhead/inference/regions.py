@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry.mouth import fit_affine, fit_similarity, soft_polygon_mask, to_opencv
+from ..face.track import CROP_SIZE as CROP
+from ..geometry.mouth import fit_affine, fit_similarity, lip_mask, soft_polygon_mask, to_opencv
 from ..geometry.pose import eye_openness
 
-CROP = 256
 MOUTH = np.arange(48, 68)
 OUTER_LIP = np.arange(48, 60)
 EYE_CORNERS = np.array([36, 39, 42, 45])
@@ -173,7 +173,7 @@ class RegionTransfer:
         width = float(np.linalg.norm(tgt[54] - tgt[48]))
         lips = tgt[OUTER_LIP]
         win = _window(lips, 0.9 * width, self.size)
-        mask = soft_polygon_mask(lips - win[:2], (win[3] - win[1], win[2] - win[0]), blur=0.12 * width, grow=1.3)
+        mask = lip_mask(tgt - win[:2], (win[3] - win[1], win[2] - win[0]))
         _paste_region(out, self.crops[k], fit_affine(tgt[MOUTH], src[MOUTH]), mask, win)
         # eyes, while blinking
         if closure > 0.02 and self._blink_ear is not None:
@@ -248,9 +248,7 @@ def face_surface_weight(face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     kernel = np.ones((k, k), np.uint8)
     for i, (f, lm) in enumerate(zip(face, landmarks)):
         m = cv2.GaussianBlur(cv2.erode(f.astype(np.uint8), kernel).astype(np.float32), (0, 0), max(1.5, 2.0 * s))
-        pts = np.asarray(lm, np.float64)[:, :2]
-        width = float(np.linalg.norm(pts[54] - pts[48]))
-        out[i] = m * (1.0 - soft_polygon_mask(pts[OUTER_LIP], m.shape, blur=0.12 * width, grow=1.3))
+        out[i] = m * (1.0 - lip_mask(lm, m.shape))
     return out
 
 
