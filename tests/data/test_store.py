@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from rhythmhead.data.store import ClipStore, load_track, read_manifest, save_track, speaker_split, write_manifest
+from rhythmhead.data.store import (ClipStore, fold_split, load_track, read_manifest, save_track, speaker_folds,
+                                   speaker_split, write_manifest)
 from rhythmhead.errors import InputError
 
 
@@ -113,3 +114,55 @@ def test_speaker_split_edge_cases():
     assert speaker_split([]) == ([], [])
     seeds = {tuple(speaker_split(_records(20, 10), 0.3, seed=s)[1]) for s in range(5)}
     assert len(seeds) > 1  # the seed matters
+
+
+def _sized_records(seed=0):
+    """25 clips of 14 speakers, some with several clips, frame counts from 50 to 1500."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for i in range(25):
+        spk = f"s{min(i, 13) if i < 14 else rng.integers(0, 14)}"
+        recs.append({"id": f"c{i:02d}", "speaker": spk, "frames": int(rng.choice([50, 74, 74, 120, 250, 500, 1500]))})
+    return recs
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_speaker_folds_are_disjoint_and_cover_every_clip_once(k):
+    recs = _sized_records()
+    folds = speaker_folds(recs, k, seed=3)
+    assert len(folds) == k and all(folds)
+    ids = [i for f in folds for i in f]
+    assert sorted(ids) == sorted(r["id"] for r in recs)  # every clip exactly once
+    spk = {r["id"]: r["speaker"] for r in recs}
+    speakers = [{spk[i] for i in f} for f in folds]
+    for a in range(k):
+        for b in range(a + 1, k):
+            assert not speakers[a] & speakers[b]
+    frames = {r["id"]: r["frames"] for r in recs}
+    loads = [sum(frames[i] for i in f) for f in folds]
+    assert max(loads) - min(loads) <= max(frames.values())  # balanced within one big speaker
+    order = [r["id"] for r in recs]
+    assert all(f == sorted(f, key=order.index) for f in folds)  # record order kept
+    assert speaker_folds(recs, k, seed=3) == folds  # deterministic
+    assert len({tuple(map(tuple, speaker_folds(recs, k, seed=s))) for s in range(4)}) > 1  # the seed matters
+
+
+def test_fold_split_holds_out_one_fold():
+    recs = _sized_records()
+    folds = speaker_folds(recs, 4, seed=0)
+    for f in range(4):
+        train, held = fold_split(recs, 4, f, seed=0)
+        assert held == folds[f] and not set(train) & set(held)
+        assert sorted(train + held) == sorted(r["id"] for r in recs)
+
+
+def test_speaker_folds_bad_k():
+    recs = _records(6, 3)
+    for k in (0, 1):
+        with pytest.raises(InputError, match="at least 2 folds"):
+            speaker_folds(recs, k)
+    with pytest.raises(InputError, match="at least 4 speakers"):
+        speaker_folds(recs, 4)
+    assert len(speaker_folds(recs, 3)) == 3  # one speaker per fold
+    with pytest.raises(InputError, match="outside"):
+        fold_split(recs, 3, 3)

@@ -17,21 +17,34 @@ from ..errors import InputError
 @click.option("--val-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True,
               help="Speaker split: fraction of speakers held out (must match the training config's data.val_fraction).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Speaker split seed (data.split_seed).")
-def fit_pca(store: str, out: str, components: int, speakers: str, val_fraction: float, seed: int) -> None:
+@click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True, metavar="K",
+              help="Speaker-disjoint K-fold split instead of --val-fraction (data.folds); 'train' = every fold but "
+                   "--fold.")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, metavar="F",
+              help="The held-out fold with --folds (data.fold).")
+def fit_pca(store: str, out: str, components: int, speakers: str, val_fraction: float, seed: int, folds: int,
+            fold: int) -> None:
     """Fit the expression PCA (frontal 2-D landmarks, identity removed) on STORE.
 
     \b
     Examples:
       rhythmhead fit-pca /work/store --out expression_pca.safetensors
       rhythmhead train expression --data /work/store --out runs/expr --set data.pca=expression_pca.safetensors
+      rhythmhead fit-pca /work/store --folds 5 --fold 2 --out pca_fold2.safetensors
     """
     from .pca import ExpressionPCA
-    from .store import ClipStore, speaker_split
+    from .store import ClipStore, fold_split, speaker_split
 
     clip_store = ClipStore(store)
     records = clip_store.manifest()
-    ids = speaker_split(records, val_fraction=val_fraction, seed=seed)[0] if speakers == "train" else \
-        [r["id"] for r in records]
+    if fold and not folds:
+        raise InputError("--fold needs --folds")
+    if speakers == "all":
+        ids = [r["id"] for r in records]
+    elif folds:
+        ids = fold_split(records, folds, fold, seed)[0]
+    else:
+        ids = speaker_split(records, val_fraction=val_fraction, seed=seed)[0]
     frontal = [clip_store.track(i)["frontal"] for i in ids]
     n_frames = sum(len(f) for f in frontal)
     if n_frames < components:

@@ -37,7 +37,7 @@ RECORD_KEYS = ("id", "source", "frames", "seconds", "has_audio", "speaker")
 # name -> trailing shape (after T) of the float32 arrays in track.npz
 TRACK_ARRAYS: dict[str, tuple[int, ...]] = {"landmarks": (68, 3), "mesh": (478, 3), "pose": (6,), "frontal": (68, 3)}
 
-__all__ = ["ClipStore", "speaker_split", "read_manifest", "write_manifest", "save_track", "load_track", "validate_record",
+__all__ = ["ClipStore", "speaker_split", "speaker_folds", "fold_split", "read_manifest", "write_manifest", "save_track", "load_track", "validate_record",
            "finished_records"]
 
 
@@ -253,3 +253,50 @@ def speaker_split(records: Sequence[dict], val_fraction: float = 0.2, seed: int 
     train = [r["id"] for r in records if r["speaker"] not in val_speakers]
     val = [r["id"] for r in records if r["speaker"] in val_speakers]
     return train, val
+
+
+def speaker_folds(records: Sequence[dict], k: int, seed: int = 0, tries: int = 256) -> list[list[str]]:
+    """Deal the clips into ``k`` speaker-disjoint folds for cross-validation; every clip is in exactly one fold.
+
+    A deal takes the speakers in a random order and gives each to the fold with the fewest frames so far (then the
+    fewest clips). ``tries`` deals are drawn from ``seed`` and the best balanced one is kept (smallest sum of the
+    relative spreads, max − min over total, of the folds' frame and clip counts), so the seed picks one of many
+    balanced partitions. Ids keep the
+    records' order within a fold. A record without ``frames`` counts one frame.
+    InputError when k < 2 or there are fewer speakers than folds.
+    """
+    if k < 2:
+        raise InputError(f"cross-validation needs at least 2 folds, got {k}")
+    frames: dict[str, int] = {}
+    clips: dict[str, int] = {}
+    for r in records:
+        frames[r["speaker"]] = frames.get(r["speaker"], 0) + max(1, int(r.get("frames", 1)))
+        clips[r["speaker"]] = clips.get(r["speaker"], 0) + 1
+    speakers = sorted(frames)
+    if k > len(speakers):
+        raise InputError(f"{k} speaker-disjoint folds need at least {k} speakers, the clips have {len(speakers)}")
+    rng = np.random.default_rng(seed)
+    best: tuple | None = None
+    for _ in range(max(1, tries)):
+        load = [[0, 0] for _ in range(k)]  # frames, clips
+        fold_of: dict[str, int] = {}
+        for i in rng.permutation(len(speakers)):
+            spk = speakers[i]
+            f = min(range(k), key=lambda j: load[j])
+            fold_of[spk] = f
+            load[f][0] += frames[spk]
+            load[f][1] += clips[spk]
+        score = sum((max(x[c] for x in load) - min(x[c] for x in load)) / max(1, sum(x[c] for x in load)) for c in (0, 1))
+        if best is None or score < best[0]:
+            best = (score, fold_of)
+    fold_of = best[1]
+    return [[r["id"] for r in records if fold_of[r["speaker"]] == f] for f in range(k)]
+
+
+def fold_split(records: Sequence[dict], k: int, fold: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(train, held-out) ids of fold ``fold`` of :func:`speaker_folds`: train on every other fold."""
+    if not 0 <= fold < k:
+        raise InputError(f"fold {fold} is outside 0..{k - 1} of {k} folds")
+    folds = speaker_folds(records, k, seed)
+    held = set(folds[fold])
+    return [r["id"] for r in records if r["id"] not in held], list(folds[fold])

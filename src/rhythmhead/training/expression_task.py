@@ -51,8 +51,10 @@ class ExpressionDataConfig:
     smooth_taps: int = 5  # Hanning smoothing of the landmark tracks (REFERENCE.md §3)
     gains_db: tuple[float, ...] = GAINS_DB  # random training gains
     reference_keeps_identity: bool = True  # reference code of the closed-mouth frame with the identity kept
-    val_fraction: float = 0.2  # speaker split
-    split_seed: int = 0
+    val_fraction: float = 0.2  # speaker split (when folds = 0)
+    split_seed: int = 0  # seed of the speaker split or of the folds
+    folds: int = 0  # K ≥ 2: speaker-disjoint K-fold cross-validation, train on every fold but `fold` (0 = val_fraction)
+    fold: int = 0  # the held-out fold, 0..K−1
 
 
 @dataclass(frozen=True)

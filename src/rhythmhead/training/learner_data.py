@@ -2,7 +2,7 @@
 
 The store is small (tens of clips), so every clip's audio windows and track are loaded once and kept in memory
 (:func:`load_clip` is cached per process). Clips without audio are skipped. Splits are speaker-disjoint
-(:func:`rhythmhead.data.store.speaker_split`).
+(:func:`rhythmhead.data.store.speaker_split`, or one fold of :func:`rhythmhead.data.store.speaker_folds` held out).
 
 Φ (:class:`MotionWindows`): one item = a window of one clip: τ reference frames + T−τ frames to predict, as audio windows
 ``(T, 7, S)`` and normalised, 11-tap-Hanning-smoothed poses ``(T, 6)`` (REFERENCE.md §2.1, §2.4). Training windows draw
@@ -26,7 +26,7 @@ import torch
 
 from ..audio.windows import frame_windows, samples_per_frame
 from ..data.pca import ExpressionPCA
-from ..data.store import ClipStore, speaker_split
+from ..data.store import ClipStore, fold_split, speaker_split
 from ..errors import InputError
 
 
@@ -94,9 +94,27 @@ def load_clip(root: str | Path, clip_id: str, audio_rate: int = 16000, fps: floa
     return _load_clip_cached(str(Path(root).resolve()), clip_id, int(audio_rate), float(fps))
 
 
-def split_ids(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Speaker-disjoint (train ids, val ids) of a store, from its manifest."""
-    return speaker_split(ClipStore(root).manifest(), val_fraction=val_fraction, seed=seed)
+def split_ids(root: str | Path, val_fraction: float = 0.2, seed: int = 0, folds: int = 0,
+              fold: int = 0) -> tuple[list[str], list[str]]:
+    """Speaker-disjoint (train ids, val ids) of a store, from its manifest.
+
+    ``folds`` = 0: the ``val_fraction`` split (:func:`~rhythmhead.data.store.speaker_split`). ``folds`` = K ≥ 2: fold
+    ``fold`` of :func:`~rhythmhead.data.store.speaker_folds` (seed ``seed``) is the val side, the other folds train.
+    """
+    records = ClipStore(root).manifest()
+    if folds:
+        return fold_split(records, folds, fold, seed)
+    return speaker_split(records, val_fraction=val_fraction, seed=seed)
+
+
+def config_split(root: str | Path, data_cfg) -> tuple[list[str], list[str]]:
+    """:func:`split_ids` from a learner's data config (dataclass or dict: ``val_fraction``, ``split_seed`` and the
+    optional ``folds``/``fold``; configs without them, e.g. older exports, use the ``val_fraction`` split)."""
+    get = data_cfg.get if isinstance(data_cfg, dict) else lambda k, d=None: getattr(data_cfg, k, d)
+    folds, fold = int(get("folds", 0) or 0), int(get("fold", 0) or 0)
+    if fold and not folds:
+        raise InputError(f"data.fold = {fold} needs data.folds (the number of folds)")
+    return split_ids(root, get("val_fraction", 0.2), get("split_seed", 0), folds, fold)
 
 
 def load_clips(root: str | Path, ids: Sequence[str], audio_rate: int = 16000, fps: float = 25) -> list[LearnerClip]:

@@ -57,8 +57,10 @@ class MotionDataConfig:
     val_pred: int = 64
     smooth_taps: int = 11  # Hanning smoothing of the pose channels (REFERENCE.md §2.1)
     frames_per_item: int = 64  # a clip is drawn once per this many of its frames per epoch
-    val_fraction: float = 0.2  # speaker split
-    split_seed: int = 0
+    val_fraction: float = 0.2  # speaker split (when folds = 0)
+    split_seed: int = 0  # seed of the speaker split or of the folds
+    folds: int = 0  # K ≥ 2: speaker-disjoint K-fold cross-validation, train on every fold but `fold` (0 = val_fraction)
+    fold: int = 0  # the held-out fold, 0..K−1
 
 
 @dataclass(frozen=True)
