@@ -89,7 +89,7 @@ def test_evaluate_motion_report(runs, capsys):
                     str(out)]) == 0
     report = json.loads(out.read_text())
     methods = report["methods"]
-    assert set(methods) == {"model", "model_smoothed", "static", "mean_motion", "other_clip", "real"}
+    assert set(methods) == {"model", "model_smoothed", "static", "replay", "mean_motion", "other_clip", "real"}
     assert methods["model_smoothed"]["dP_rot_deg"] <= methods["model"]["dP_rot_deg"]
     assert methods["real"]["l1_rot_deg"] == 0 and methods["real"]["std_rot_deg"] > 0
     assert methods["static"]["std_rot_deg"] == pytest.approx(0, abs=1e-9)
@@ -106,7 +106,8 @@ def test_evaluate_expression_report(runs):
     assert run_cli(["evaluate", "expression", "--data", str(store), "--models", str(root / "expr"), "--out",
                     str(out)]) == 0
     methods = json.loads(out.read_text())["methods"]
-    assert set(methods) == {"model", "mean_expression", "reference_held", "pca_reconstruction", "real"}
+    assert set(methods) == {"model", "model_smoothed", "mean_expression", "reference_held", "pca_reconstruction",
+                            "real"}
     assert methods["real"]["lmd_all_px"] < 1e-3  # posing the real frontal landmarks gives the tracked ones back
     assert methods["pca_reconstruction"]["lmd_mouth_px"] <= methods["mean_expression"]["lmd_mouth_px"]
     assert methods["mean_expression"]["mouth_env_corr"] == "nan"  # constant mouth: no correlation

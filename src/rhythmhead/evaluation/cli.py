@@ -26,6 +26,7 @@ def evaluate():
     \b
     Examples:
       rhythmhead evaluate motion --data store --models runs/motion --out reports/motion.json
+      rhythmhead evaluate motion --data store --folds 5 --work runs/kfold/motion --out reports/motion_kfold.json
       rhythmhead evaluate generator --data store --models runs/gen runs/gen_no_warp --out reports/gen.json
       rhythmhead evaluate render --data store --out reports/render.json
     """

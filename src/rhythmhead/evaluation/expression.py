@@ -7,11 +7,22 @@ offset), posed by the frame's *real* pose (``apply_pose``), and compared in x,y 
 
 * LMD, mouth (points 48–67) and all 68, in pixels (:func:`rhythmhead.evaluation.metrics.lmd`);
 * lip-sync proxy: Pearson correlation, per clip, of the mouth opening (mean inner-lip gap of the frontal landmarks,
-  :func:`rhythmhead.data.pca.open_rate`) with the speech RMS envelope of the frame, at lag 0; NaN for a constant mouth.
+  :func:`rhythmhead.data.pca.open_rate`) with the speech RMS envelope of the frame, at lag 0; NaN for a constant mouth;
+* ``open_std_ratio``: how much the mouth opens and closes next to the real mouth — the mean over clips of the std of
+  the opening, generated ÷ real (pooled like Φ's std ratios; 0 for a held mouth);
+* ``bilabial_closure_rate``: without a phone aligner, the real clip's closures during speech stand in for the bilabial
+  closures (/p b m/): runs of frames where the real opening drops below the clip's closed threshold after an open
+  mouth (:func:`rhythmhead.evaluation.metrics.closure_events`); the rate is the fraction of those events, pooled over
+  the clips, at which the generated opening is below the same threshold within ±2 frames.
 
 Baselines on the same frames: ``mean_expression`` (the PCA mean, code 0, + the identity offset), ``reference_held`` (the
-reference's closed-mouth frontal landmarks held), and the ceiling ``pca_reconstruction`` (the real frontal landmarks
-through the PCA: the best any code can do). ``real`` gives the real landmarks' lip-sync correlation.
+reference's closed-mouth frontal landmarks held: Ψ's "static"), and the ceiling ``pca_reconstruction`` (the real
+frontal landmarks through the PCA: the best any code can do). ``real`` gives the real landmarks' statistics.
+``model_smoothed`` is Ψ's codes smoothed as inference smooths them (:func:`rhythmhead.inference.controls.smooth` with
+the pipeline's default ``code_smooth_taps``).
+
+Without ``--models``, ``--folds K`` runs the speaker-grouped K-fold cross-validation of
+:mod:`rhythmhead.evaluation.kfold` (a fresh Ψ and expression PCA per fold, fitted on the other folds).
 """
 from __future__ import annotations
 
@@ -25,7 +36,8 @@ import torch
 
 from ..errors import InputError
 
-TABLE_COLUMNS = ("lmd_mouth_px", "lmd_all_px", "mouth_env_corr")
+TABLE_COLUMNS = ("lmd_mouth_px", "lmd_all_px", "open_std_ratio", "bilabial_closure_rate", "mouth_env_corr")
+METHODS = ("model", "model_smoothed", "mean_expression", "reference_held", "pca_reconstruction", "real")
 
 
 @dataclass
@@ -83,24 +95,31 @@ def predict_codes(net: torch.nn.Module, windows: np.ndarray, ref_code: np.ndarra
 
 def evaluate_expression(data: str | Path, models: str | Path, split: str = "val", device: str = "cpu") \
         -> tuple[dict, dict]:
-    """Run the protocol of the module docstring; returns ``(settings, methods)`` for the report."""
+    """Run the protocol of the module docstring; returns ``(settings, methods)`` for the report.
+
+    The clips are the val side of the export's own split (``data.folds``/``data.fold`` when it was trained on a fold,
+    else ``data.val_fraction``), or every clip with ``split="all"``."""
     from ..audio.windows import envelope
     from ..data.pca import closed_mouth_frame, open_rate
     from ..geometry.pose import apply_pose
-    from ..training.learner_data import load_clips, split_ids
+    from ..inference.controls import smooth
+    from ..inference.pipeline import InferenceSettings
+    from ..training.learner_data import config_split, load_clips
+    from . import metrics
     from .metrics import lmd
     from .motion import mean_rows
 
     loaded = load_expression(models, device)
     pca, model_cfg, data_cfg = loaded.pca, loaded.config["model"], loaded.config["data"]
     rate, fps = int(model_cfg["audio_rate"]), int(model_cfg["fps"])
-    train_ids, val_ids = split_ids(data, data_cfg["val_fraction"], data_cfg["split_seed"])
+    code_taps = InferenceSettings().code_smooth_taps
+    train_ids, val_ids = config_split(data, data_cfg)
     clips = load_clips(data, val_ids if split == "val" else train_ids + val_ids, rate, fps)
     if not clips:
         raise InputError(f"no {split} clips with audio to evaluate on", data)
 
-    rows: dict[str, list[dict[str, float]]] = {
-        k: [] for k in ("model", "mean_expression", "reference_held", "pca_reconstruction", "real")}
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in METHODS}
+    closures = {k: [0, 0] for k in METHODS}  # hits, events
     n_test = 0
     for clip in clips:
         n_ref = reference_frames(clip.n_frames)
@@ -112,34 +131,62 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
         test = slice(n_ref, clip.n_frames)
         n = clip.n_frames - n_ref
         real_frontal = clip.frontal[test]
+        codes = predict_codes(loaded.net, clip.windows[test], ref_code, device)
         frontals = {
-            "model": pca.decode(predict_codes(loaded.net, clip.windows[test], ref_code, device), offset),
+            "model": pca.decode(codes, offset),
+            "model_smoothed": pca.decode(smooth(codes, code_taps), offset),
             "mean_expression": np.repeat(pca.decode(np.zeros(pca.n_components, np.float32), offset)[None], n, 0),
             "reference_held": np.repeat(ref_frontal[closed_mouth_frame(ref_frontal)][None], n, 0),
             "pca_reconstruction": pca.decode(pca.encode(real_frontal, offset), offset),
             "real": real_frontal,
         }
         pose = torch.from_numpy(clip.pose[test]).double()
-        env = envelope(clip.wave, rate, clip.n_frames, fps)[test]
+        env_all = envelope(clip.wave, rate, clip.n_frames, fps)
+        env = env_all[test]
         real_xy = clip.landmarks[test, :, :2]
+        real_open = open_rate(real_frontal)
+        events = metrics.closure_events(real_open, metrics.speech_frames(env_all)[test])
+        threshold = metrics.closure_threshold(real_open)
         for name, frontal in frontals.items():
             posed = apply_pose(torch.from_numpy(np.asarray(frontal, np.float64)), pose).numpy()
+            opening = open_rate(np.asarray(frontal, np.float64))
             rows[name].append({"lmd_mouth_px": lmd(posed, real_xy, "mouth"), "lmd_all_px": lmd(posed, real_xy, "all"),
-                               "mouth_env_corr": _corr(open_rate(frontal), env)})
+                               "open_std_px": float(np.std(opening)), "mouth_env_corr": _corr(opening, env)})
+            closures[name][0] += int(metrics.closure_hits(opening, events, threshold).sum())
+            closures[name][1] += len(events)
         n_test += n
     if not n_test:
         raise InputError(f"the {split} clips are too short to evaluate", data)
     methods = {name: mean_rows(rs) for name, rs in rows.items()}
+    real_std = methods["real"]["open_std_px"]
+    for name, m in methods.items():
+        m["open_std_ratio"] = m["open_std_px"] / real_std if real_std > 1e-12 else float("nan")
+        hits, n_events = closures[name]
+        m["bilabial_closure_rate"] = hits / n_events if n_events else float("nan")
     settings = {
         "store": str(data), "models": str(models), "split": split, "clips": [c.clip_id for c in clips],
+        "speakers": sorted({c.speaker for c in clips}),
         "test_frames": n_test, "averaging": "mean over clips of per-clip means",
         "reference": "first 25 % of each clip (at least min(64, T/2) frames); identity offset and reference code from "
                      "its closed-mouth frame",
         "posing": "decoded frontal landmarks posed by the real pose of each frame (apply_pose), x,y compared",
         "units": "pixels of the 256² crop",
         "lip_sync_proxy": "Pearson r per clip between the inner-lip opening and the frame's RMS speech envelope, lag 0",
+        "open_std_ratio": "mean over clips of the std of the inner-lip opening (frontal landmarks) of the method ÷ the "
+                          "same of the real landmarks",
+        "bilabial_closure_rate": (
+            "no phone aligner: closure events of the real clip = runs of frames whose real inner-lip opening is below "
+            f"max(min + {metrics.CLOSURE_REL:.0%} of (95th percentile − min), {metrics.CLOSURE_ABS_PX} px) (over the "
+            f"clip's test frames), touching speech (RMS envelope > {metrics.SPEECH_REL:.0%} of its 95th percentile, "
+            f"dilated ±{metrics.SPEECH_PAD} frames) and preceded within {metrics.OPEN_LOOKBACK} frames by an opening "
+            f"above min + {metrics.OPEN_REL:.0%} of the range; one event per run at its lowest frame. Rate = fraction "
+            f"of the events, pooled over clips, where the method's opening is below the same threshold within "
+            f"±{metrics.CLOSURE_TOL} frames"),
+        "closure_events": closures["real"][1],
         "pca_components": pca.n_components,
-        "baselines": {"mean_expression": "PCA mean code + identity offset",
+        "baselines": {"model_smoothed": f"Ψ's codes smoothed as inference does (inference.controls.smooth, "
+                                        f"{code_taps} taps)",
+                      "mean_expression": "PCA mean code + identity offset",
                       "reference_held": "the reference's closed-mouth frame held",
                       "pca_reconstruction": "real landmarks through the PCA (ceiling)",
                       "real": "the tracked landmarks (LMD 0)"},
@@ -149,22 +196,44 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
 
 @click.command("expression")
 @click.option("--data", required=True, type=click.Path(file_okay=False), metavar="STORE", help="Clip store.")
-@click.option("--models", required=True, type=click.Path(), metavar="RUN",
-              help="Training run folder or expression export (.safetensors).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="REPORT.json", help="Report file.")
-@click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True,
-              help="Held-out speakers of the training split, or every clip.")
-@click.option("--device", default="cpu", show_default=True, help="torch device.")
-def command(data: str, models: str, out: str, split: str, device: str) -> None:
+@click.option("--models", type=click.Path(), metavar="RUN",
+              help="Training run folder or expression export (.safetensors), scored on its own held-out speakers.")
+@click.option("--folds", type=int, metavar="K",
+              help="Instead of --models: speaker-grouped K-fold cross-validation (a fresh Ψ and PCA per fold, fitted "
+                   "on the other folds, scored on its own).")
+@click.option("--work", type=click.Path(file_okay=False), metavar="DIR",
+              help="With --folds: fold runs in DIR/fold_<f>; an exported fold is reused, an interrupted one resumed. "
+                   "[default: REPORT_folds beside --out]")
+@click.option("--preset", type=click.Choice(["fast", "paper"]), help="With --folds: training preset. [default: fast]")
+@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
+              help="With --folds: training steps per fold. [default: the preset's]")
+@click.option("--seed", type=int, help="With --folds: seed of the fold assignment (data.split_seed). [default: 0]")
+@click.option("--split", type=click.Choice(["val", "all"]),
+              help="With --models: held-out speakers of the run's split, or every clip. [default: val]")
+@click.option("--device", default="cpu", show_default=True, help="torch device (training and evaluation).")
+def command(data: str, out: str, models: str | None, folds: int | None, work: str | None, preset: str | None,
+            max_steps: int | None, seed: int | None, split: str | None, device: str) -> None:
     """Evaluate the expression learner Ψ on held-out speakers against mean / held-reference baselines.
 
+    Columns: mouth and all-point LMD (px), mouth-opening std ratio generated ÷ real, bilabial closure rate, correlation
+    of the opening with the speech envelope. Rows: model, model_smoothed, mean_expression, reference_held,
+    pca_reconstruction, real.
+
     \b
-    Example:
+    Examples:
       rhythmhead evaluate expression --data /work/store --models runs/expression --out expression_report.json
+      rhythmhead evaluate expression --data /work/store --folds 5 --work runs/kfold/expression --out expr_kfold.json
     """
+    from .kfold import check_options, run_command
     from .report import format_table, write_report
 
-    settings, methods = evaluate_expression(data, models, split, device)
+    check_options(models, folds, split, work, max_steps, preset, seed)
+    if folds is not None:
+        run_command("expression", data, out, folds, work, preset, max_steps, seed, device,
+                    lambda d, run: evaluate_expression(d, run, "val", device), TABLE_COLUMNS)
+        return
+    settings, methods = evaluate_expression(data, models, split or "val", device)
     click.echo(f"{len(settings['clips'])} clips, {settings['test_frames']} test frames")
     click.echo(format_table({m: {k: v[k] for k in TABLE_COLUMNS} for m, v in methods.items()}))
     write_report(out, "expression", settings, methods)

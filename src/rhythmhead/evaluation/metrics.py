@@ -113,6 +113,64 @@ def lmd(pred, real, subset: str = "mouth") -> float:
     return float(np.linalg.norm(p - r, axis=-1).mean())
 
 
+# Mouth closures (no phone aligner): constants of :func:`closure_events`, stated in the Ψ report's settings.
+CLOSURE_REL = 0.15  # closed: opening below min + 15 % of the clip's opening range (min … 95th percentile) …
+CLOSURE_ABS_PX = 1.0  # … or below this absolute inner-lip gap (crop px), whichever is larger
+OPEN_REL = 0.40  # "after being open": above min + 40 % of the range within the OPEN_LOOKBACK frames before
+OPEN_LOOKBACK = 8
+SPEECH_REL = 0.10  # speech: RMS envelope above 10 % of its 95th percentile, dilated by SPEECH_PAD frames
+SPEECH_PAD = 5
+CLOSURE_TOL = 2  # a generated mouth closes "with" the real one within ±2 frames
+
+
+def speech_frames(env) -> np.ndarray:
+    """``(T,)`` bool: frames in or near speech (envelope above ``SPEECH_REL`` of its 95th percentile, ± ``SPEECH_PAD``
+    frames, so the silent closure of a /p/ or /b/ inside a word counts as speech)."""
+    e = np.asarray(env, np.float64)
+    if e.size == 0:
+        return np.zeros(0, bool)
+    loud = e > SPEECH_REL * max(float(np.percentile(e, 95)), 1e-12)
+    from scipy.ndimage import binary_dilation
+
+    return binary_dilation(loud, np.ones(2 * SPEECH_PAD + 1, bool)) if loud.any() else loud
+
+
+def closure_threshold(opening) -> float:
+    """Inner-lip opening below which a clip's mouth counts as closed (see ``CLOSURE_REL``, ``CLOSURE_ABS_PX``)."""
+    o = np.asarray(opening, np.float64)
+    lo, hi = float(o.min()), float(np.percentile(o, 95))
+    return max(lo + CLOSURE_REL * (hi - lo), CLOSURE_ABS_PX)
+
+
+def closure_events(opening, speech) -> np.ndarray:
+    """Frames where a real mouth closes during speech: each run of frames below :func:`closure_threshold` that touches
+    a speech frame and follows an open mouth (above min + ``OPEN_REL`` of the range within ``OPEN_LOOKBACK`` frames
+    before it) gives one event, at the run's lowest opening. ``opening``: ``(T,)`` inner-lip gaps
+    (:func:`rhythmhead.data.pca.open_rate`), ``speech``: ``(T,)`` bool (:func:`speech_frames`)."""
+    o = np.asarray(opening, np.float64)
+    sp = np.asarray(speech, bool)
+    if o.shape != sp.shape or o.ndim != 1:
+        raise ValueError(f"opening and speech must be (T,) alike, got {o.shape} and {sp.shape}")
+    if len(o) < 3:
+        return np.zeros(0, np.int64)
+    thr = closure_threshold(o)
+    lo, hi = float(o.min()), float(np.percentile(o, 95))
+    open_thr = lo + OPEN_REL * (hi - lo)
+    closed = np.concatenate([[False], o < thr, [False]])
+    starts = np.flatnonzero(~closed[:-1] & closed[1:])
+    ends = np.flatnonzero(closed[:-1] & ~closed[1:])
+    events = [a + int(np.argmin(o[a:b])) for a, b in zip(starts, ends)
+              if a > 0 and sp[a:b].any() and o[max(0, a - OPEN_LOOKBACK): a].max() > open_thr]
+    return np.asarray(events, np.int64)
+
+
+def closure_hits(generated_opening, events, threshold: float) -> np.ndarray:
+    """``(n_events,)`` bool: whether the generated opening falls below ``threshold`` (the real clip's
+    :func:`closure_threshold`) within ± ``CLOSURE_TOL`` frames of each event."""
+    g = np.asarray(generated_opening, np.float64)
+    return np.array([g[max(0, t - CLOSURE_TOL): t + CLOSURE_TOL + 1].min() < threshold for t in events], bool)
+
+
 def pose_l1(pred, real, part: str = "all") -> float:
     """Mean absolute pose error between ``(T,6)`` poses (rotation vector in rad + translation in px).
 
@@ -299,6 +357,25 @@ def sharpness_ratio(pred, pred_landmarks, real, real_landmarks, region: str = "f
     return float(np.nanmean(va) / np.nanmean(vb))
 
 
+def _motion_stats():
+    from . import motion_stats
+
+    return motion_stats
+
+
+def _windows(x) -> list:
+    """One ``(T,6)`` sequence or a list of them → a list of windows."""
+    return [x] if getattr(x, "ndim", 0) == 2 else list(x)
+
+
+def closure_rate(generated_opening, real_opening, speech) -> float:
+    """Fraction of the real clip's :func:`closure_events` that the generated mouth closes with (NaN: no event)."""
+    events = closure_events(real_opening, speech)
+    if not len(events):
+        return math.nan
+    return float(closure_hits(generated_opening, events, closure_threshold(real_opening)).mean())
+
+
 # name -> fn(pred, real) -> float. One plain table; evaluators pick columns from it by name.
 METRICS: dict[str, Callable[..., float]] = {
     "ssim": ssim,
@@ -309,6 +386,14 @@ METRICS: dict[str, Callable[..., float]] = {
     "face_fd": frechet_distance,
     "pose_l1_rot_deg": lambda pred, real: pose_l1(pred, real, "rotation"),
     "pose_l1_trans_px": lambda pred, real: pose_l1(pred, real, "translation"),
+    # pose sequences (T,6), or lists of paired windows (rhythmhead.evaluation.motion_stats)
+    "std_ratio_rot": lambda pred, real: _motion_stats().std_ratio(_windows(pred), _windows(real))[0],
+    "std_ratio_trans": lambda pred, real: _motion_stats().std_ratio(_windows(pred), _windows(real))[1],
+    "dP_ratio_rot": lambda pred, real: _motion_stats().change_ratio(_windows(pred), _windows(real))[0],
+    "dP_ratio_trans": lambda pred, real: _motion_stats().change_ratio(_windows(pred), _windows(real))[1],
+    "pose_fd": lambda pred, real: _motion_stats().pose_frechet(_windows(pred), _windows(real)),
+    # inner-lip openings (T,) of generated and real frontal landmarks, with the real clip's speech mask
+    "closure_rate": lambda pred, real, speech: closure_rate(pred, real, speech),
     # (images, landmarks) pairs
     "sharp_face": lambda pred, real: sharpness_ratio(pred[0], pred[1], real[0], real[1], "face"),
     "sharp_mouth": lambda pred, real: sharpness_ratio(pred[0], pred[1], real[0], real[1], "mouth"),

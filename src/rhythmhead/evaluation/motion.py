@@ -12,11 +12,25 @@ window as in training. Metrics, averaged over windows:
   (:func:`rhythmhead.audio.windows.onset_frames`, default settings; σ in the report settings), with its chance level
   (onsets circularly shifted) and the excess over chance.
 
-Baselines on the same windows: ``static`` (the last reference pose held), ``mean_motion`` (the training mean pose held),
-``other_clip`` (another clip's real motion, as displacements from its first frame added to the last reference pose —
-real head motion that ignores this audio). ``real`` gives the statistics of the real motion (its L1 is 0).
-``model_smoothed`` is the model's prediction passed through the same Hanning smoothing as the real motion (a possible
-inference-time post-process; it looks 5 frames ahead).
+* motion amount next to the real motion of the same windows (:func:`~rhythmhead.evaluation.motion_stats.std_ratio`,
+  :func:`~rhythmhead.evaluation.motion_stats.change_ratio`): ``std_ratio_*`` and ``dP_ratio_*``, generated ÷ real from
+  statistics pooled over the windows (1 = as much motion as the real head; a held pose gives 0);
+* ``pose_fd``: Fréchet distance between the distribution of 32-frame-window motion statistics of the method and of the
+  real motion, pooled over all windows (:func:`~rhythmhead.evaluation.motion_stats.pose_frechet`; 0 = same
+  distribution).
+
+Baselines on the same windows: ``static`` (the last reference pose held), ``replay`` (the reference window's own real
+motion looped: played backwards from its last pose, then forwards, … — the ping-pong of
+:func:`rhythmhead.inference.controls.fit_length`, so there is no jump; real motion of this speaker that ignores the new
+audio), ``mean_motion`` (the training mean pose held), ``other_clip`` (another clip's real motion, as displacements
+from its first frame added to the last reference pose — real head motion of someone else that ignores this audio).
+``real`` gives the statistics of the real motion (its L1 is 0, its ratios 1). ``model_smoothed`` is the model's
+prediction smoothed exactly as inference smooths it (:func:`rhythmhead.inference.controls.smooth` with the export's
+``smooth_taps``, as :mod:`rhythmhead.inference.pipeline` does): the motion a user gets.
+
+Without ``--models``, ``--folds K`` runs the speaker-grouped K-fold cross-validation of
+:mod:`rhythmhead.evaluation.kfold`: a fresh Φ per fold, trained on the other folds, scored on its held-out fold by this
+protocol; the report gives the mean and spread over folds.
 """
 from __future__ import annotations
 
@@ -31,8 +45,9 @@ from ..errors import InputError
 from . import motion_stats
 
 POSE_NAMES = ("rx", "ry", "rz", "tx", "ty", "tz")
-TABLE_COLUMNS = ("l1_rot_deg", "l1_trans_px", "std_rot_deg", "std_trans_px", "dP_rot_deg", "dP_trans_px", "beat_align",
-                 "beat_align_excess")
+TABLE_COLUMNS = ("l1_rot_deg", "l1_trans_px", "std_ratio_rot", "std_ratio_trans", "dP_ratio_rot", "dP_ratio_trans",
+                 "beat_align", "beat_align_excess", "pose_fd")
+METHODS = ("model", "model_smoothed", "static", "replay", "mean_motion", "other_clip", "real")
 
 
 @dataclass
@@ -79,6 +94,14 @@ def _other_motion(other: np.ndarray, n: int, anchor: np.ndarray) -> np.ndarray:
     return seg - seg[:1] + anchor[None]
 
 
+def replay_motion(reference: np.ndarray, n: int) -> np.ndarray:
+    """``n`` frames of the reference window's own motion looped without a jump: backwards from its last pose (which is
+    not repeated), then forwards, … (:func:`rhythmhead.inference.controls.fit_length` on the reversed window)."""
+    from ..inference.controls import fit_length
+
+    return np.asarray(fit_length(np.asarray(reference)[::-1], n + 1)[1:], dtype=np.float64)
+
+
 def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     """Per-key mean over rows, ignoring NaN entries (NaN when a key is NaN everywhere)."""
     out = {}
@@ -91,26 +114,31 @@ def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", sigma: float = motion_stats.DEFAULT_SIGMA,
                     device: str = "cpu") -> tuple[dict, dict]:
-    """Run the protocol of the module docstring; returns ``(settings, methods)`` for the report."""
+    """Run the protocol of the module docstring; returns ``(settings, methods)`` for the report.
+
+    The clips are the val side of the export's own split (``data.folds``/``data.fold`` when it was trained on a fold,
+    else ``data.val_fraction``), or every clip with ``split="all"``."""
     from ..audio.windows import onset_frames
-    from ..training.learner_data import eval_windows, load_clips, smooth_time, split_ids
+    from ..inference.controls import smooth
+    from ..training.learner_data import config_split, eval_windows, load_clips, smooth_time
 
     loaded = load_motion(models, device)
     model_cfg, data_cfg = loaded.config["model"], loaded.config["data"]
     rate, fps = int(model_cfg["audio_rate"]), int(model_cfg["fps"])
-    train_ids, val_ids = split_ids(data, data_cfg["val_fraction"], data_cfg["split_seed"])
+    train_ids, val_ids = config_split(data, data_cfg)
     ids = val_ids if split == "val" else train_ids + val_ids
     clips = load_clips(data, ids, rate, fps)
     if not clips:
         raise InputError(f"no {split} clips with audio to evaluate on", data)
     spf = rate // fps
+    taps = int(data_cfg["smooth_taps"])
     mean, std = loaded.pose_mean, loaded.pose_std
-    poses = [smooth_time(c.pose, data_cfg["smooth_taps"]) for c in clips]
+    poses = [smooth_time(c.pose, taps) for c in clips]
     others = [poses[(i + 1) % len(poses)] for i in range(len(poses))] if len(poses) > 1 else \
-        [smooth_time(c.pose, data_cfg["smooth_taps"]) for c in load_clips(data, train_ids, rate, fps)[:1]]
+        [smooth_time(c.pose, taps) for c in load_clips(data, train_ids, rate, fps)[:1]]
 
-    names = ("model", "model_smoothed", "static", "mean_motion", "other_clip", "real")
-    rows: dict[str, list[dict[str, float]]] = {k: [] for k in names}
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in METHODS}
+    seqs: dict[str, list[np.ndarray]] = {k: [] for k in METHODS}
     n_windows = n_frames = 0
     for ci, clip in enumerate(clips):
         for start, tau, pred_n in eval_windows(clip.n_frames, data_cfg["val_tau"], data_cfg["val_pred"]):
@@ -126,8 +154,9 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
             onsets = onset_frames(wave, rate, pred_n, fps)
             candidates = {
                 "model": pred,
-                "model_smoothed": smooth_time(pred, data_cfg["smooth_taps"]),
+                "model_smoothed": smooth(pred.astype(np.float32), taps),
                 "static": np.repeat(last[None], pred_n, 0),
+                "replay": replay_motion(poses[ci][ref], pred_n),
                 "mean_motion": np.repeat(mean[None].astype(np.float64), pred_n, 0),
                 "other_clip": _other_motion(others[ci], pred_n, last),
                 "real": real,
@@ -136,13 +165,21 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
                 row = _l1(seq, real)
                 row.update(motion_stats.summarise(seq, onsets, sigma))
                 rows[name].append(row)
+                seqs[name].append(np.asarray(seq, np.float64))
             n_windows += 1
             n_frames += pred_n
     methods = {name: mean_rows(rs) for name, rs in rows.items()}
+    for name in METHODS:
+        m = methods[name]
+        m["std_ratio_rot"], m["std_ratio_trans"] = motion_stats.std_ratio(seqs[name], seqs["real"])
+        m["dP_ratio_rot"], m["dP_ratio_trans"] = motion_stats.change_ratio(seqs[name], seqs["real"])
+        m["pose_fd"] = motion_stats.pose_frechet(seqs[name], seqs["real"])
+    fd_windows = sum(len(motion_stats.window_features(x)) for x in seqs["real"])
     settings = {
         "store": str(data), "models": str(models), "split": split, "clips": [c.clip_id for c in clips],
+        "speakers": sorted({c.speaker for c in clips}),
         "windows": n_windows, "predicted_frames": n_frames, "tau": data_cfg["val_tau"], "pred": data_cfg["val_pred"],
-        "real_motion": f"tracked pose smoothed with a {data_cfg['smooth_taps']}-tap Hanning window",
+        "real_motion": f"tracked pose smoothed with a {taps}-tap Hanning window",
         "units": "rotation in degrees (rotation-vector components), translation in pixels of the 256² crop",
         "beat_alignment": f"mean over audio onsets of exp(-d²/2σ²), d = frames to the nearest head angular-velocity "
                           f"minimum, σ = {sigma} frames ({1000 * sigma / fps:.0f} ms); NaN windows skipped. "
@@ -151,8 +188,19 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
                           "by chance)",
         "onset_detector": "rhythmhead.audio.windows.onset_frames defaults: log-magnitude spectral flux, 32 ms Hann / "
                           "10 ms hop, peaks over a 0.3 s moving mean + 0.1, ≥ 0.1 s apart",
-        "baselines": {"model_smoothed": "the model's prediction smoothed like the real motion (post-process)",
-                      "static": "last reference pose held", "mean_motion": "training-set mean pose held",
+        "ratios": "std_ratio_* / dP_ratio_*: generated ÷ real from pooled statistics — the mean over windows of the "
+                  "per-window std (ΔP) of each component, averaged over the 3 rotation (translation) components, of "
+                  "the method divided by the same of the real motion on the same windows",
+        "pose_fd": f"Fréchet distance between Gaussians fitted to per-window statistics ({motion_stats.FD_WINDOW}-frame "
+                   f"windows every {motion_stats.FD_HOP} frames of the predicted frames: std and mean |Δ| of each of "
+                   f"the 6 pose components, 12-D, each divided by its std over the real windows) of the method vs the "
+                   f"real motion, pooled over all windows ({fd_windows} per method)",
+        "baselines": {"model_smoothed": f"the model's prediction smoothed as inference does "
+                                        f"(inference.controls.smooth, {taps} taps)",
+                      "static": "last reference pose held",
+                      "replay": "the τ reference poses looped: backwards from the last one, then forwards (ping-pong, "
+                                "no jump)",
+                      "mean_motion": "training-set mean pose held",
                       "other_clip": "next clip's real motion (displacements from its first frame) added to the last "
                                     "reference pose", "real": "the real motion itself (statistics only)"},
     }
@@ -161,24 +209,46 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
 
 @click.command("motion")
 @click.option("--data", required=True, type=click.Path(file_okay=False), metavar="STORE", help="Clip store.")
-@click.option("--models", required=True, type=click.Path(), metavar="RUN",
-              help="Training run folder or motion export (.safetensors).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="REPORT.json", help="Report file.")
-@click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True,
-              help="Held-out speakers of the training split, or every clip.")
+@click.option("--models", type=click.Path(), metavar="RUN",
+              help="Training run folder or motion export (.safetensors), scored on its own held-out speakers.")
+@click.option("--folds", type=int, metavar="K",
+              help="Instead of --models: speaker-grouped K-fold cross-validation (a fresh Φ per fold, trained on the "
+                   "other folds, scored on its own).")
+@click.option("--work", type=click.Path(file_okay=False), metavar="DIR",
+              help="With --folds: fold runs in DIR/fold_<f>; an exported fold is reused, an interrupted one resumed. "
+                   "[default: REPORT_folds beside --out]")
+@click.option("--preset", type=click.Choice(["fast", "paper"]), help="With --folds: training preset. [default: fast]")
+@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
+              help="With --folds: training steps per fold. [default: the preset's]")
+@click.option("--seed", type=int, help="With --folds: seed of the fold assignment (data.split_seed). [default: 0]")
+@click.option("--split", type=click.Choice(["val", "all"]),
+              help="With --models: held-out speakers of the run's split, or every clip. [default: val]")
 @click.option("--sigma", type=click.FloatRange(min=0.1), default=motion_stats.DEFAULT_SIGMA, show_default=True,
               help="Beat-alignment tolerance σ in frames.")
-@click.option("--device", default="cpu", show_default=True, help="torch device.")
-def command(data: str, models: str, out: str, split: str, sigma: float, device: str) -> None:
-    """Evaluate the head-motion learner Φ on held-out speakers against static / mean / other-clip baselines.
+@click.option("--device", default="cpu", show_default=True, help="torch device (training and evaluation).")
+def command(data: str, out: str, models: str | None, folds: int | None, work: str | None, preset: str | None,
+            max_steps: int | None, seed: int | None, split: str | None, sigma: float, device: str) -> None:
+    """Evaluate the head-motion learner Φ on held-out speakers against static / replay / mean / other-clip baselines.
+
+    Columns: pose L1 (deg, px), motion std and ΔP ratios generated ÷ real, beat alignment with the audio onsets (and its
+    excess over chance), Fréchet distance of windowed pose statistics. Rows: model, model_smoothed (as inference
+    smooths it), static, replay, mean_motion, other_clip, real.
 
     \b
-    Example:
+    Examples:
       rhythmhead evaluate motion --data /work/store --models runs/motion --out motion_report.json
+      rhythmhead evaluate motion --data /work/store --folds 5 --work runs/kfold/motion --out motion_kfold.json
     """
+    from .kfold import check_options, run_command
     from .report import format_table, write_report
 
-    settings, methods = evaluate_motion(data, models, split, sigma, device)
+    check_options(models, folds, split, work, max_steps, preset, seed)
+    if folds is not None:
+        run_command("motion", data, out, folds, work, preset, max_steps, seed, device,
+                    lambda d, run: evaluate_motion(d, run, "val", sigma, device), TABLE_COLUMNS)
+        return
+    settings, methods = evaluate_motion(data, models, split or "val", sigma, device)
     click.echo(f"{len(settings['clips'])} clips, {settings['windows']} windows, {settings['predicted_frames']} "
                f"predicted frames")
     click.echo(format_table({m: {k: v[k] for k in TABLE_COLUMNS} for m, v in methods.items()}))

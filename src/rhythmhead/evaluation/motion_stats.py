@@ -14,13 +14,24 @@ degrees, translations in pixels of the 256² crop.
   beats of that density score by chance. The score rewards dense (jittery) motion beats, so the *excess* over chance
   (``beat_align_excess``) is the number to compare between methods.
 * :func:`summarise` — the scalar statistics reported by the evaluator.
+* :func:`std_ratio`, :func:`change_ratio` — how much a method moves next to the real motion of the same windows,
+  generated ÷ real, from pooled statistics (mean over windows of the per-window std or ΔP, averaged over the three
+  rotation or translation components, then divided): robust to windows where the real head is nearly still.
+* :func:`window_features`, :func:`pose_frechet` — the distribution of short-window motion statistics (per 32-frame
+  window: std and mean |Δ| of each of the six components) of a method against the real motion's, as the Fréchet distance
+  between Gaussians fitted to the two sets of windows (each feature divided by the real windows' std of that feature,
+  so degrees and pixels weigh alike).
 """
 from __future__ import annotations
+
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy.signal import argrelextrema
 
 DEFAULT_SIGMA = 2.0  # frames (80 ms at 25 fps)
+FD_WINDOW = 32  # frames per window of pose_frechet's statistics
+FD_HOP = 16
 
 
 def _check(pose) -> np.ndarray:
@@ -96,3 +107,55 @@ def summarise(pose, audio_onsets=None, sigma: float = DEFAULT_SIGMA) -> dict[str
         out["beat_align_chance"] = beat_alignment_chance(beats, audio_onsets, len(pose), sigma)
         out["beat_align_excess"] = out["beat_align"] - out["beat_align_chance"]
     return out
+
+
+def _pooled_ratio(generated: Sequence, real: Sequence, stat: Callable) -> tuple[float, float]:
+    if len(generated) != len(real) or not len(real):
+        raise ValueError(f"need the same non-zero number of generated and real windows, got {len(generated)} and "
+                         f"{len(real)}")
+    g = np.mean([stat(x) for x in generated], axis=0)
+    r = np.mean([stat(x) for x in real], axis=0)
+    out = []
+    for part in (slice(0, 3), slice(3, 6)):
+        den = float(r[part].mean())
+        out.append(float(g[part].mean()) / den if den > 1e-12 else float("nan"))
+    return out[0], out[1]
+
+
+def std_ratio(generated: Sequence, real: Sequence) -> tuple[float, float]:
+    """(rotation, translation) motion-std ratio generated ÷ real over paired windows ``(T_i, 6)``, from pooled
+    statistics: the mean over windows of :func:`motion_std`, averaged over the three components, divided. A held pose
+    gives 0, a copy of the real motion scaled about any pose by s gives s; NaN where the real motion is still."""
+    return _pooled_ratio(generated, real, motion_std)
+
+
+def change_ratio(generated: Sequence, real: Sequence) -> tuple[float, float]:
+    """(rotation, translation) ΔP ratio generated ÷ real, pooled like :func:`std_ratio` (from :func:`mean_change`)."""
+    return _pooled_ratio(generated, real, mean_change)
+
+
+def window_features(pose, length: int = FD_WINDOW, hop: int = FD_HOP) -> np.ndarray:
+    """``(n, 12)`` statistics of the windows ``[s, s+length)``, s = 0, hop, …: std (deg, px) of the six components,
+    then their mean absolute per-frame change. No row for a sequence shorter than ``length``."""
+    p = to_units(pose)
+    rows = [np.concatenate([p[s: s + length].std(0), np.abs(np.diff(p[s: s + length], axis=0)).mean(0)])
+            for s in range(0, len(p) - length + 1, max(1, hop))]
+    return np.asarray(rows, np.float64).reshape(-1, 12)
+
+
+def pose_frechet(generated: Sequence, real: Sequence, length: int = FD_WINDOW, hop: int = FD_HOP) -> float:
+    """Fréchet distance (:func:`rhythmhead.evaluation.metrics.frechet_distance`) between Gaussians fitted to the
+    :func:`window_features` of the ``generated`` sequences and those of the ``real`` ones, every feature divided by its
+    std over the real windows (a feature constant over them keeps its units). 0 for the same distribution; NaN with
+    fewer than two windows on a side."""
+    from .metrics import frechet_distance
+
+    g = [window_features(x, length, hop) for x in generated]
+    r = [window_features(x, length, hop) for x in real]
+    g = np.concatenate(g) if g else np.zeros((0, 12))
+    r = np.concatenate(r) if r else np.zeros((0, 12))
+    if len(g) < 2 or len(r) < 2:
+        return float("nan")
+    scale = r.std(0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    return frechet_distance(g / scale, r / scale)

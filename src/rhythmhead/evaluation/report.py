@@ -5,6 +5,9 @@ Layout (every ``rhythmhead evaluate`` subcommand writes it)::
     {"task": "generator", "settings": {...how it was measured...},
      "methods": {"ours": {"ssim": 0.71, "psnr": 24.3}, "static": {...}}}
 
+Cross-validated reports (``--folds K``) hold the mean over folds in ``methods`` and add ``"std"`` (the same layout:
+sample std over folds) and ``"folds"`` (each fold's speakers, clips and methods).
+
 Non-finite numbers are written as the strings ``"inf"``, ``"-inf"``, ``"nan"`` (JSON has no literal for them;
 ``float()`` reads them back).
 """
@@ -32,11 +35,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_report(path: str | Path, task: str, settings: dict[str, Any], methods: dict[str, dict[str, Any]]) -> Path:
-    """Write the report atomically (tmp + rename) and return its path."""
+def write_report(path: str | Path, task: str, settings: dict[str, Any], methods: dict[str, dict[str, Any]],
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write the report atomically (tmp + rename) and return its path; ``extra`` adds top-level keys after methods."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_plain({"task": task, "settings": settings, "methods": methods}), indent=2, allow_nan=False)
+    body = {"task": task, "settings": settings, "methods": methods, **(extra or {})}
+    text = json.dumps(_plain(body), indent=2, allow_nan=False)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         tmp.write_text(text + "\n")
@@ -88,3 +93,13 @@ def format_table(methods: dict[str, dict[str, Any]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     return "\n".join(lines)
+
+
+def format_spread_table(mean: dict[str, dict[str, Any]], std: dict[str, dict[str, Any]],
+                        columns: tuple[str, ...] | None = None) -> str:
+    """:func:`format_table` with every cell ``mean ± std`` (e.g. over cross-validation folds)."""
+    cells = {}
+    for name, values in mean.items():
+        keys = columns or tuple(values)
+        cells[name] = {k: f"{format_value(values.get(k))} ± {format_value(std.get(name, {}).get(k))}" for k in keys}
+    return format_table(cells)
