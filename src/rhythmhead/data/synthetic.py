@@ -175,7 +175,8 @@ def make_synthetic_store(root: str | Path, n_clips: int = 4, n_frames: int = 60,
         landmarks = mesh_to_68(mesh)
         pose = estimate_pose(landmarks, canon_t)  # what preprocessing would measure (equals true_pose)
         frontal = frontalize(landmarks, pose)
-        key = key_frame(pose, frontal.numpy())
+        # the key frame of the track as stored (float32): the float64 values can fall on the other side of a threshold
+        key = key_frame(torch.from_numpy(pose.numpy().astype(np.float32)).double(), frontal.numpy().astype(np.float32))
         background = _background(rng)
         skin = tuple(int(c) for c in rng.uniform([170, 120, 90], [240, 190, 160]))
         mesh_np, lm_np = mesh.numpy(), landmarks.numpy()
