@@ -41,6 +41,25 @@ def test_matches_brute_force_on_random_overlapping_mesh():
     np.testing.assert_allclose(z[ref_face >= 0], ref_depth[ref_face >= 0], atol=1e-6)
 
 
+def test_batched_poses_rasterise_as_separate_calls():
+    """(T, V, 3) vertices: each pose's pixels land in its own H×W slice, exactly as T separate calls (triangles
+    reaching past the image edges must not spill into the neighbouring pose's slice)."""
+    from rhythmhead.geometry.raster import rasterize_sparse
+
+    rng = np.random.default_rng(1)
+    size, t_count = 20, 3
+    base = np.concatenate([rng.uniform(-6, size + 6, (30, 2)), rng.uniform(-10, 10, (30, 1))], 1)
+    tris = torch.tensor(np.stack([rng.choice(30, 3, replace=False) for _ in range(25)]))
+    verts = torch.tensor(np.stack([base + rng.normal(0, 2, base.shape) for _ in range(t_count)]))
+    pixel, face, bary = rasterize_sparse(verts, tris, size)
+    assert pixel.max() < t_count * size * size
+    for t in range(t_count):
+        p1, f1, b1 = rasterize_sparse(verts[t], tris, size)
+        sel = (pixel >= t * size * size) & (pixel < (t + 1) * size * size)
+        assert torch.equal(pixel[sel] - t * size * size, p1) and torch.equal(face[sel], f1)
+        torch.testing.assert_close(bary[sel], b1)
+
+
 def test_single_triangle_barycentrics_reconstruct_pixel_centres():
     verts = torch.tensor([[2.0, 3.0, 0.0], [28.0, 6.0, 0.0], [9.0, 29.0, 0.0]], dtype=torch.float64)
     tris = torch.tensor([[0, 1, 2]])

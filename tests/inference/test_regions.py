@@ -58,3 +58,24 @@ def test_photo_mouths_come_from_the_network():
     c = (lm[48:68, :2].mean(0) * 2).astype(int)
     assert out.shape == frames.shape and out[0, c[1], c[0]].min() > 240
     np.testing.assert_array_equal(out[:, :100], frames[:, :100])
+
+
+def test_photo_mouths_in_fast_precision_match_float32(monkeypatch):
+    """The mouth network runs under models.util.fast_precision (bfloat16 where the CPU has it): the pasted mouths stay
+    within 3 levels of the float32 ones."""
+    import rhythmhead.models.util as util
+    from rhythmhead.models.mouth import MouthNet
+
+    torch.manual_seed(0)
+    net = MouthNet(image_size=64, ngf=8, n_down=2).eval()
+    with torch.no_grad():
+        for p in net.out.parameters():
+            p.normal_(0, 0.05)
+    lm = canonical_68().astype(np.float32)
+    ref = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    frames = np.full((2, 256, 256, 3), 90, np.uint8)
+    fast = MouthSynthesis(net, ref, lm, 256)(frames, np.stack([lm, lm]))
+    monkeypatch.setattr(util, "fast_precision", lambda device: torch.autocast("cpu", enabled=False))
+    exact = MouthSynthesis(net, ref, lm, 256)(frames, np.stack([lm, lm]))
+    assert np.abs(fast.astype(int) - exact.astype(int)).max() <= 3
+    assert (exact != frames).any()  # the mouth was pasted

@@ -206,21 +206,17 @@ def render_uv(mesh: TexturedMesh, pose, size: int = 256, vertices: torch.Tensor 
     if scale != 1.0:
         posed = posed * scale
     face_tri = (mesh.triangles < mesh.num_face_vertices).all(1)
-    uvs, covers, faces = [], [], []
-    for verts in posed:
-        pixel, face, bary = rasterize_sparse(verts, mesh.triangles, size)
-        uv = torch.zeros(size * size, 2, dtype=torch.float32, device=verts.device)
-        cover = torch.zeros(size * size, dtype=torch.bool, device=verts.device)
-        on_face = torch.zeros(size * size, dtype=torch.bool, device=verts.device)
-        if len(pixel):
-            corners = mesh.uv.index_select(0, mesh.triangles.index_select(0, face).reshape(-1)).view(-1, 3, 2)
-            uv[pixel] = torch.bmm(bary.unsqueeze(1), corners).squeeze(1)  # barycentric interpolation
-            cover[pixel] = True
-            on_face[pixel] = face_tri[face]
-        uvs.append(uv.view(size, size, 2))
-        covers.append(cover.view(size, size))
-        faces.append(on_face.view(size, size))
-    uv, cover, on_face = torch.stack(uvs), torch.stack(covers), torch.stack(faces)
+    n, dev = len(posed), posed.device
+    pixel, face, bary = rasterize_sparse(posed, mesh.triangles, size)  # all poses in one pass
+    uv = torch.zeros(n * size * size, 2, dtype=torch.float32, device=dev)
+    cover = torch.zeros(n * size * size, dtype=torch.bool, device=dev)
+    on_face = torch.zeros(n * size * size, dtype=torch.bool, device=dev)
+    if len(pixel):
+        corners = mesh.uv.index_select(0, mesh.triangles.index_select(0, face).reshape(-1)).view(-1, 3, 2)
+        uv[pixel] = torch.bmm(bary.unsqueeze(1).float(), corners).squeeze(1)  # barycentric interpolation
+        cover[pixel] = True
+        on_face[pixel] = face_tri[face]
+    uv, cover, on_face = uv.view(n, size, size, 2), cover.view(n, size, size), on_face.view(n, size, size)
     return (uv, cover, on_face) if batched else (uv[0], cover[0], on_face[0])
 
 
@@ -246,17 +242,19 @@ def sample_uv(texture: torch.Tensor, uv: torch.Tensor, cover: torch.Tensor, size
     return out.reshape(*lead, *out.shape[-3:])
 
 
-def render_textured(mesh: TexturedMesh, pose, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def render_textured(mesh: TexturedMesh, pose, size: int = 256, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Render the textured mesh at ``pose`` (orthographic, z-buffered, black background).
 
     Args:
         mesh: from :func:`build_textured_mesh`.
         pose: ``(6,)`` or ``(T, 6)`` target pose(s) (``Rᵀ(x − t)`` poses the canonical vertices).
-        size: output side in pixels (the pose's pixel units; 256 for the paper crop).
+        size: output side in pixels (256 for the paper crop).
+        scale: output pixels per pose pixel (0.5: a 128² render of poses in 256²-crop pixels, looked up bilinearly
+            in the full texture).
     Returns:
         ``image (H, W, 3)`` or ``(T, H, W, 3)`` uint8 and ``mask`` ``(H, W)`` / ``(T, H, W)`` bool (covered pixels).
     """
-    uv, cover, _ = render_uv(mesh, pose, size)
+    uv, cover, _ = render_uv(mesh, pose, size, scale=scale)
     return sample_uv(mesh.texture, uv, cover), cover
 
 

@@ -60,24 +60,34 @@ def rasterize_sparse(vertices: torch.Tensor, triangles: torch.Tensor, size: int 
     """Z-buffer rasterisation returning only the covered pixels (the fast path of :func:`rasterize`).
 
     Args:
-        vertices: ``(V, 3)`` float, x, y, z in pixels.
+        vertices: ``(V, 3)`` float, x, y, z in pixels — or ``(T, V, 3)``: T poses of one mesh rasterised in one pass
+            (the same pixels as T separate calls; the per-call overhead of the small kernels is paid once).
         triangles: ``(F, 3)`` int vertex indices.
         size: output ``H`` (= W) or ``(H, W)``.
     Returns:
-        ``pixel (M,) int64`` flat indices ``row·W + col`` of the covered pixels (ascending), ``face (M,) int64`` the
-        nearest triangle there, ``barycentrics (M, 3)`` in ``vertices.dtype``.
+        ``pixel (M,) int64`` flat indices ``row·W + col`` of the covered pixels (ascending; ``t·H·W + row·W + col``
+        for batched vertices), ``face (M,) int64`` the nearest triangle there (0..F−1), ``barycentrics (M, 3)`` in
+        ``vertices.dtype``.
     """
-    if vertices.ndim != 2 or vertices.shape[1] != 3:
-        raise ValueError(f"vertices: expected (V, 3), got {tuple(vertices.shape)}")
+    if vertices.ndim not in (2, 3) or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices: expected (V, 3) or (T, V, 3), got {tuple(vertices.shape)}")
     if triangles.ndim != 2 or triangles.shape[1] != 3:
         raise ValueError(f"triangles: expected (F, 3), got {tuple(triangles.shape)}")
     h, w = _size_hw(size)
     dev, dtype = vertices.device, vertices.dtype
     tris = triangles.to(device=dev, dtype=torch.long)
+    n_tri = len(tris)
     empty = (torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(0, dtype=torch.long, device=dev),
              torch.zeros(0, 3, dtype=dtype, device=dev))
-    if len(tris) == 0:
+    if n_tri == 0:
         return empty
+    # T meshes as one mesh of T·F triangles whose pixels land in T separate H×W images (own coordinates, so the
+    # arithmetic is that of T separate calls; only the flat pixel index carries t·H·W)
+    t_count = 1
+    if vertices.ndim == 3:
+        t_count, n_vert = vertices.shape[:2]
+        vertices = vertices.reshape(-1, 3)
+        tris = (tris[None] + n_vert * torch.arange(t_count, device=dev)[:, None, None]).reshape(-1, 3)
     coef, area2 = triangle_coefficients(vertices, tris)
     p = vertices[tris]  # (F,3,3)
     # depth as an affine function of (x, y): z = zc · [x, y, 1]; pack 12 numbers per triangle for one gather
@@ -129,6 +139,8 @@ def rasterize_sparse(vertices: torch.Tensor, triangles: torch.Tensor, size: int 
         return empty
     depth = (t[:, 9] * x + t[:, 10] * y + t[:, 11]).index_select(0, keep)
     pix = (py * w + px).index_select(0, keep)
+    if t_count > 1:
+        pix = pix + torch.div(fid.index_select(0, keep), n_tri, rounding_mode="floor") * (h * w)
     # nearest wins: int64 key (quantised depth << bits) | candidate, scatter-min per pixel (ties: lower candidate)
     bits = max(1, int(len(keep) - 1).bit_length())
     levels = (1 << (62 - bits)) - 1
@@ -136,14 +148,14 @@ def rasterize_sparse(vertices: torch.Tensor, triangles: torch.Tensor, size: int 
     scale = levels / torch.clamp(hi - lo, min=1e-12).double()
     q = ((depth - lo).double() * scale).round().long().clamp(0, levels)
     key = (q << bits) | torch.arange(len(keep), device=dev)
-    buf = torch.full((h * w,), _EMPTY, dtype=torch.long, device=dev)
+    buf = torch.full((t_count * h * w,), _EMPTY, dtype=torch.long, device=dev)
     buf.scatter_reduce_(0, pix, key, reduce="amin")
     pixel = torch.nonzero(buf != _EMPTY).squeeze(1)
     winner = keep.index_select(0, buf.index_select(0, pixel) & ((1 << bits) - 1))
     bary = torch.stack([b0.index_select(0, winner), b1.index_select(0, winner), b2.index_select(0, winner)], 1)
     bary = bary.clamp(min=0)
     bary = bary / bary.sum(1, keepdim=True)  # clamping the ≥ −1e-5 edge values keeps interpolation inside the triangle
-    return pixel, fid.index_select(0, winner), bary
+    return pixel, fid.index_select(0, winner) % n_tri, bary
 
 
 def rasterize(vertices: torch.Tensor, triangles: torch.Tensor, size: int | tuple[int, int] = 256

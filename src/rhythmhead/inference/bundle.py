@@ -316,13 +316,14 @@ def load_unprojection(path: Path, device: str | torch.device = "cpu") -> torch.n
 
 
 def load_mouth(path: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The mouth synthesis network from ``mouth.safetensors``."""
+    """The mouth synthesis network from ``mouth.safetensors``, folded for inference (channels-last)."""
     from ..models.checkpoint import load_export
     from ..models.mouth import MouthNet
+    from ..models.util import fold_for_inference
 
     export = load_export(path, stage="mouth", device="cpu")
     net = _build(MouthNet, export.config.get("model", {}), path)
-    return _load_state(net, export.state_dicts.get("mouth"), path, "mouth").to(device).eval()
+    return fold_for_inference(_load_state(net, export.state_dicts.get("mouth"), path, "mouth").to(device).eval())
 
 
 def load_bundle(models_dir: str | Path | None = None, device: str | torch.device = "cpu",

@@ -5,8 +5,8 @@ Files (each written atomically):
 * ``poses.npy`` ``(T, 6)`` rotation vector (rad) + translation (crop px); ``landmarks.npy`` ``(T, 68, 3)`` posed
   landmarks (crop px); ``frontal.npy`` ``(T, 68, 3)``; ``codes.npy`` ``(T, n)`` expression PCA codes (when Ψ ran);
   ``envelope.npy`` ``(T,)`` speech RMS per frame; ``blinks.npy`` ``(T,)`` eye closure.
-* ``renders.mp4`` — the 3-D-aware renders at half size (128²), streamed while the frames are made;
-  ``render_XXXXX.png`` — a few of them at full size.
+* ``renders.mp4`` — the 3-D-aware renders as G reads them (at G's size, 128² for ``fast``), streamed while the
+  frames are made; ``render_XXXXX.png`` — a few of them.
 * ``pose_curves.png`` — the six pose channels over time (degrees / pixels);
   ``mouth_vs_speech.png`` — mouth opening (inner-lip gap of the frontal landmarks) against the speech envelope, with
   their correlation in the title; ``info.json`` — settings and stage timings.
@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-N_PNG = 4  # full-size render PNGs
+N_PNG = 4  # render PNGs
 
 
 @contextlib.contextmanager
@@ -153,13 +153,10 @@ class IntermediatesWriter:
         return self
 
     def add_renders(self, renders: np.ndarray) -> None:
-        import cv2
-
         for r in renders:
             if self._done in self._png_at:
                 _save_png(self.dir / f"render_{self._done:05d}.png", r)
-            small = cv2.resize(r, (r.shape[1] // 2, r.shape[0] // 2), interpolation=cv2.INTER_AREA)
-            self._video.write(small)
+            self._video.write(np.ascontiguousarray(r))
             self._done += 1
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -215,13 +215,14 @@ class MouthSynthesis:
         import torch
 
         from ..geometry.mouth import mouth_inputs, paste_mouth
+        from ..models.util import fast_precision
 
         s = self.net.image_size
         inputs = [mouth_inputs(self.reference, self.reference_landmarks, lm, s) for lm in landmarks]
         ref = torch.from_numpy(np.stack([i["reference"] for i in inputs])).permute(0, 3, 1, 2).float() / 127.5 - 1
         label = torch.from_numpy(np.stack([i["label"] for i in inputs]))[:, None]
-        with torch.no_grad():
-            out = self.net(ref.to(self.device), label.to(self.device))
+        with torch.no_grad(), fast_precision(self.device):
+            out = self.net(ref.to(self.device), label.to(self.device)).float()
         crops = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         scale = self.size / CROP
         result = np.empty_like(frames)

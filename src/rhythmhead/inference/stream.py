@@ -164,8 +164,8 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
     upsampled to ``size`` (so are every G's with ``full_resolution=False``).
 
     Yields:
-        ``(frames (n, size, size, 3) uint8, renders (n, 256, 256, 3) uint8)`` per chunk of ``n ≤ chunk`` frames, in
-        order.
+        ``(frames (n, size, size, 3) uint8, renders (n, g, g, 3) uint8 at G's size)`` per chunk of ``n ≤ chunk``
+        frames, in order.
     """
     from ..geometry.labelmap import mouth_mask
     from ..geometry.mesh import deform_vertices, render_uv, sample_uv

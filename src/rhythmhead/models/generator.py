@@ -468,22 +468,26 @@ class Generator(nn.Module):
         up = lambda t: None if t is None else (t if tuple(t.shape[-2:]) == size else F.interpolate(  # noqa: E731
             t, size=size, mode="bilinear", align_corners=False))
 
+        # confidence 1 in the mouth box: the warped pixels there have weight 0 (not set to −1)
+        box = None if mouth_mask is None else feathered(mouth_mask, max(1, size[0] // 64))
+
         def branch(image, flow, conf, mode):
             if image is None or flow is None:
                 return None, None
             warped = warp_image(image, resize_flow(flow, size), mode=mode, padding_mode="border")
             conf = up(conf)
-            if mouth_mask is not None:  # confidence 1 in the box: the warped pixels there have weight 0 (not set to −1)
-                conf = torch.maximum(conf, feathered(mouth_mask, max(1, size[0] // 64)))
-            return warped, conf
+            return warped, (conf if box is None else torch.maximum(conf, box))
 
         warped_ref, conf_ref = branch(ref_image, out["flow_ref"], out["conf_ref"], "bicubic")
         if synth_mask is not None and conf_ref is not None:
             conf_ref = conf_ref * synth_mask
-        # the render branch shows only around the face (the face itself comes from the render unwarped): bilinear
+        # the render branch shows only around the face (the face itself comes from the render unwarped): bilinear;
+        # its coverage is warped with it (one more channel of the same lookup)
+        if render_cover is not None and render_image is not None:
+            render_image = torch.cat([render_image, render_cover.to(render_image)], 1)
         warped_render, conf_render = branch(render_image, out["flow_render"], out["conf_render"], "bilinear")
         if render_cover is not None and warped_render is not None:
-            cover = warp_image(render_cover, resize_flow(out["flow_render"], size), padding_mode="border")
+            warped_render, cover = warped_render[:, :3], warped_render[:, 3:]
             warped_render = warped_render * cover + warped_ref * (1 - cover)
         return linear_compose(up(out["raw"]), warped_ref, conf_ref, warped_render, conf_render).clamp(-1, 1)
 

@@ -42,3 +42,13 @@ def fold_for_inference(module: torch.nn.Module) -> torch.nn.Module:
             conv.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
             seq[i + 1] = nn.Identity()
     return module.to(memory_format=torch.channels_last)
+
+
+def fast_precision(device: torch.device | str) -> torch.autocast:
+    """Autocast context for running the networks at inference: bfloat16 on a CPU that computes it natively (oneDNN
+    with AVX-512-BF16 / AMX: convolutions about 2× faster), float32 everywhere else (a CPU without native bfloat16
+    would emulate it, slower). Outputs are cast back to float32 by the caller; geometry (rasteriser, flows, warps)
+    never runs under it."""
+    kind = torch.device(device).type
+    enabled = kind == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled)
