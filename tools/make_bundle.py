@@ -12,7 +12,9 @@ Each ``--<stage> RUN`` is a training run folder (``RUN/export/<stage>.safetensor
 The default motion style (``motion_style.npz``, used for photo references) is Φ's extrapolating layer averaged over the
 clips of ``--style-store`` that have speech: for each clip, Φ encodes its first τ frames of smoothed, normalised pose +
 audio (exactly as for a reference video at inference) into ``W (F, 6)``, ``b (6,)``; the style is the mean of the W and
-of the b over clips, and its ``anchor_pose`` the mean over clips of their mean pose over those τ frames. The folder is
+of the b over clips, its ``anchor_pose`` the mean over clips of their mean pose over those τ frames, and its
+``pose_std`` (a typical speaker's motion amplitude, given to a photo's motion) the mean over clips of each clip's
+smoothed-pose std. The folder is
 built in a temporary sibling and renamed into place, so a failure leaves ``--out`` as it was.
 """
 from __future__ import annotations
@@ -43,10 +45,11 @@ def style_from_store(motion, store_dir: str | Path, device: str = "cpu", echo=pr
     from rhythmhead.data.store import ClipStore
     from rhythmhead.errors import InputError
     from rhythmhead.inference.bundle import MotionStyle
+    from rhythmhead.inference.controls import motion_std
     from rhythmhead.inference.reference import encode_motion
 
     store = ClipStore(store_dir)
-    weights, biases, anchors = [], [], []
+    weights, biases, anchors, stds = [], [], [], []
     for clip_id in store.ids():
         wave = store.audio(clip_id, motion.audio_rate)
         if wave is None:
@@ -59,11 +62,13 @@ def style_from_store(motion, store_dir: str | Path, device: str = "cpu", echo=pr
         biases.append(b[0].cpu().numpy())
         tau = max(1, min(len(pose), motion.tau))
         anchors.append(pose[:tau].mean(0))
+        stds.append(motion_std(pose, motion.smooth_taps))
     if not weights:
         raise InputError("no clip with speech to compute the motion style from", store_dir)
     echo(f"motion style from {len(weights)} clips of {store_dir}")
     style = MotionStyle(np.mean(weights, 0).astype(np.float32), np.mean(biases, 0).astype(np.float32),
-                        np.mean(anchors, 0).astype(np.float32), source=str(store_dir))
+                        np.mean(anchors, 0).astype(np.float32), source=str(store_dir),
+                        pose_std=np.mean(stds, 0).astype(np.float32))
     return style, len(weights)
 
 

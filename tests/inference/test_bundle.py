@@ -1,6 +1,7 @@
 """The models folder (rhythmhead.inference.bundle): loading, and one clear InputError per kind of broken bundle."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -67,6 +68,12 @@ def test_style_file_round_trip_and_damage(tmp_path, bundle_copy):
     path = save_style(tmp_path / "s.npz", style, clips=3)
     back = load_style(path)
     np.testing.assert_array_equal(back.anchor_pose, style.anchor_pose)
+    assert back.pose_std is None  # a style without an amplitude (older files) loads as such
+    amplitude = np.linspace(0.01, 2.0, 6).astype(np.float32)
+    back = load_style(save_style(tmp_path / "a.npz", dataclasses.replace(style, pose_std=amplitude)))
+    np.testing.assert_array_equal(back.pose_std, amplitude)
+    with pytest.raises(InputError, match="pose_std"):
+        load_style(save_style(tmp_path / "n.npz", dataclasses.replace(style, pose_std=-amplitude)))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="bad.npz: not a motion style"):
         load_style(tmp_path / "bad.npz")

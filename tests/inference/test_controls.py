@@ -46,3 +46,29 @@ def test_expression_scale():
     codes = np.random.default_rng(2).normal(size=(5, 20)).astype(np.float32)
     neutral = np.zeros(20, np.float32)
     np.testing.assert_allclose(controls.scale_expression(codes, neutral, 0.5), codes * 0.5, atol=1e-6)
+
+
+def test_match_amplitude_gives_the_target_std_and_keeps_the_timing():
+    t = np.arange(200)
+    track = np.stack([0.01 * np.sin(t / 7.0), 0.3 + 0.02 * np.cos(t / 11.0), np.zeros(200)], 1).astype(np.float32)
+    out = controls.match_amplitude(track, np.array([0.05, 0.01, 0.2]))
+    np.testing.assert_allclose(out[:, :2].std(0), [0.05, 0.01], rtol=1e-4)
+    np.testing.assert_allclose(out.mean(0)[:2], track.mean(0)[:2], atol=1e-6)  # about its own mean
+    np.testing.assert_array_equal(out[:, 2], track[:, 2])  # a channel that does not move stays still
+    assert np.corrcoef(out[:, 0], track[:, 0])[0, 1] > 0.999  # the same motion, louder
+    capped = controls.match_amplitude(track, np.array([100.0, 0.01, 0.0]), max_gain=4.0)
+    np.testing.assert_allclose(capped[:, 0].std(), 4.0 * track[:, 0].std(), rtol=1e-4)
+    assert controls.match_amplitude(track, None) is track
+
+
+def test_shape_motion_smooths_then_restores_the_reference_amplitude():
+    rng = np.random.default_rng(0)
+    t = np.arange(300)
+    slow = np.sin(t / 20.0)[:, None] * np.array([0.04, 0.03, 0.02, 3.0, 2.0, 1.0])
+    damped = (0.2 * slow + rng.normal(0, 0.002, slow.shape)).astype(np.float32)  # Φ: a damped, jittery copy
+    target = slow.std(0)
+    out = controls.shape_motion(damped, target)
+    np.testing.assert_allclose(out.std(0), target, rtol=1e-3)
+    assert np.abs(np.diff(out, axis=0)).mean() < np.abs(np.diff(damped / 0.2, axis=0)).mean()  # jitter smoothed
+    smoothed_only = controls.shape_motion(damped, None)
+    assert smoothed_only.std(0)[0] < 0.5 * target[0]  # smoothing alone keeps Φ's damped amplitude

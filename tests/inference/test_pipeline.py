@@ -2,6 +2,7 @@
 paste-back, intermediates, fine-tuning, and no partial output on failure."""
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 from pathlib import Path
 
@@ -134,6 +135,16 @@ def test_video_reference_uses_its_own_motion_and_several_shots(tiny_pipe, video_
     rot = video_ref.pose[prepared.shots, :3]
     assert np.abs(rot[:, None] - rot[None]).sum(-1).max() > 0.05  # spread over the clip's head poses
     assert not prepared.recenter
+    # the generated motion has the reference clip's own amplitude (Φ gives the timing and direction)
+    from rhythmhead.inference.controls import MAX_AMPLITUDE_GAIN, motion_std
+
+    want = motion_std(video_ref.pose, tiny_pipe.bundle.motion.smooth_taps)
+    np.testing.assert_allclose(prepared.motion_std, want)
+    got = tiny_pipe(prepared, audio_1s, blink=False).poses.std(0)
+    plain = tiny_pipe(dataclasses.replace(prepared, motion_std=None), audio_1s, blink=False).poses.std(0)
+    expect = np.minimum(want, MAX_AMPLITUDE_GAIN * plain)  # a random tiny Φ barely moves: the gain cap may bind
+    np.testing.assert_allclose(got, expect, rtol=2e-3)
+    assert (got > 2 * plain).all()
 
 
 def test_motion_style_and_expression_from_a_video(tiny_pipe, photo_ref, talking_video, audio_1s):

@@ -27,13 +27,15 @@ EvaluateFn = Callable[[str, Path], tuple[dict, dict]]
 COUNTS = ("windows", "predicted_frames", "test_frames", "closure_events")  # per-fold settings summed over the folds
 
 
-def fold_config(stage: str, folds: int, fold: int, preset: str = "fast", max_steps: int | None = None, seed: int = 0):
-    """``(task class, config)`` of fold ``fold``'s training run."""
-    from ..config import load_config
-    from ..training.cli import load_task_class
+def fold_config(stage: str, folds: int, fold: int, preset: str = "fast", max_steps: int | None = None, seed: int = 0,
+                sets: tuple[str, ...] = ()):
+    """``(task class, config)`` of fold ``fold``'s training run (``sets``: ``KEY=VALUE`` overrides as ``rhythmhead
+    train --set`` takes them, under the fold's own split keys)."""
+    from ..config import load_config, merge
+    from ..training.cli import load_task_class, parse_set
 
     task_cls = load_task_class(stage)
-    override: dict = {"data": {"folds": folds, "fold": fold, "split_seed": seed}}
+    override: dict = merge(parse_set(tuple(sets)), {"data": {"folds": folds, "fold": fold, "split_seed": seed}})
     if stage == "expression":
         override["data"]["pca"] = ""  # fitted on this fold's training clips only
     if max_steps is not None:
@@ -103,7 +105,8 @@ def fold_summary(per_fold: list[dict[str, dict[str, float]]]) -> tuple[dict, dic
 
 def cross_validate(stage: str, data: str | Path, folds: int, work: str | Path, evaluate: EvaluateFn,
                    preset: str = "fast", max_steps: int | None = None, seed: int = 0, device: str = "cpu",
-                   columns: tuple[str, ...] | None = None, echo: Callable[[str], None] = print) -> tuple[dict, dict, dict]:
+                   columns: tuple[str, ...] | None = None, echo: Callable[[str], None] = print,
+                   sets: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
     """Train and score every fold (module docstring); prints each fold's table as it is done.
 
     Returns ``(settings, methods, extra)`` for :func:`rhythmhead.evaluation.report.write_report`: methods = the mean
@@ -121,7 +124,7 @@ def cross_validate(stage: str, data: str | Path, folds: int, work: str | Path, e
     for f in range(folds):
         held = assignment[f]
         echo(f"fold {f + 1}/{folds} (data.fold={f}): {len(held)} held-out clips of {len({speaker_of[i] for i in held})} speakers")
-        task_cls, cfg = fold_config(stage, folds, f, preset, max_steps, seed)
+        task_cls, cfg = fold_config(stage, folds, f, preset, max_steps, seed, sets)
         run_dir = train_fold(stage, data, work / f"fold_{f}", task_cls, cfg, device, echo)
         settings, methods = evaluate(str(data), run_dir)
         if not set(settings["clips"]) <= set(held):  # the evaluator must score the fold the run held out
@@ -141,6 +144,7 @@ def cross_validate(stage: str, data: str | Path, folds: int, work: str | Path, e
                     f"trained on the other folds (preset {preset}, "
                     f"{cfg.trainer.max_steps} steps), scored on the held-out fold",
         "folds": folds, "fold_seed": seed, "preset": preset, "max_steps": cfg.trainer.max_steps, "work": str(work),
+        "overrides": list(sets),
         "fold_assignment": "rhythmhead.data.store.speaker_folds: speaker-disjoint, balanced by frames and clips",
         "aggregate": "methods = mean over folds of each fold's value; std = sample std over folds (ddof 1); NaN "
                      "folds left out",
@@ -151,14 +155,14 @@ def cross_validate(stage: str, data: str | Path, folds: int, work: str | Path, e
     return settings, mean, {"std": std, "folds": fold_info}
 
 
-def check_options(models, folds, split, work, max_steps, preset, seed) -> None:
+def check_options(models, folds, split, work, max_steps, preset, seed, sets=()) -> None:
     """The evaluate commands take either ``--models`` (one trained run) or ``--folds`` (cross-validation) and the
     options of that mode only; InputError otherwise."""
     if (models is None) == (folds is None):
         raise InputError("give either --models RUN (score a trained run) or --folds K (cross-validation)")
     if models is not None:
         given = [flag for flag, value in (("--work", work), ("--max-steps", max_steps), ("--preset", preset),
-                                          ("--seed", seed)) if value is not None]
+                                          ("--seed", seed), ("--set", sets or None)) if value is not None]
         if given:
             raise InputError(f"{', '.join(given)} only apply with --folds")
     elif split is not None:
@@ -173,7 +177,7 @@ def default_work(out: str | Path) -> Path:
 
 def run_command(stage: str, data: str, out: str, folds: int, work: str | None, preset: str | None,
                 max_steps: int | None, seed: int | None, device: str, evaluate: EvaluateFn,
-                columns: tuple[str, ...]) -> None:
+                columns: tuple[str, ...], sets: tuple[str, ...] = ()) -> None:
     """``rhythmhead evaluate STAGE --folds K``: cross-validate, print the fold tables and the mean ± std, write the
     report."""
     import click
@@ -182,7 +186,7 @@ def run_command(stage: str, data: str, out: str, folds: int, work: str | None, p
 
     work_dir = Path(work) if work is not None else default_work(out)
     settings, mean, extra = cross_validate(stage, data, folds, work_dir, evaluate, preset or "fast", max_steps,
-                                           0 if seed is None else seed, device, columns, click.echo)
+                                           0 if seed is None else seed, device, columns, click.echo, sets)
     click.echo(f"mean ± std over {folds} folds ({settings['clips']} clips)")
     click.echo(format_spread_table(mean, extra["std"], columns))
     write_report(out, stage, settings, mean, extra)

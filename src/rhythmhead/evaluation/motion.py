@@ -25,8 +25,9 @@ motion looped: played backwards from its last pose, then forwards, … — the p
 audio), ``mean_motion`` (the training mean pose held), ``other_clip`` (another clip's real motion, as displacements
 from its first frame added to the last reference pose — real head motion of someone else that ignores this audio).
 ``real`` gives the statistics of the real motion (its L1 is 0, its ratios 1). ``model_smoothed`` is the model's
-prediction smoothed exactly as inference smooths it (:func:`rhythmhead.inference.controls.smooth` with the export's
-``smooth_taps``, as :mod:`rhythmhead.inference.pipeline` does): the motion a user gets.
+prediction shaped exactly as inference shapes it (:func:`rhythmhead.inference.controls.shape_motion`: smoothed
+(``POSE_SMOOTH_TAPS``), then its amplitude matched to the motion std of the τ reference frames, as
+:mod:`rhythmhead.inference.pipeline` matches it to the reference clip's): the motion a user gets.
 
 Without ``--models``, ``--folds K`` runs the speaker-grouped K-fold cross-validation of
 :mod:`rhythmhead.evaluation.kfold`: a fresh Φ per fold, trained on the other folds, scored on its held-out fold by this
@@ -119,7 +120,7 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
     The clips are the val side of the export's own split (``data.folds``/``data.fold`` when it was trained on a fold,
     else ``data.val_fraction``), or every clip with ``split="all"``."""
     from ..audio.windows import onset_frames
-    from ..inference.controls import smooth
+    from ..inference.controls import POSE_SMOOTH_TAPS, motion_std, shape_motion
     from ..training.learner_data import config_split, eval_windows, load_clips, smooth_time
 
     loaded = load_motion(models, device)
@@ -154,7 +155,7 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
             onsets = onset_frames(wave, rate, pred_n, fps)
             candidates = {
                 "model": pred,
-                "model_smoothed": smooth(pred.astype(np.float32), taps),
+                "model_smoothed": shape_motion(pred, motion_std(clip.pose[ref], taps)),
                 "static": np.repeat(last[None], pred_n, 0),
                 "replay": replay_motion(poses[ci][ref], pred_n),
                 "mean_motion": np.repeat(mean[None].astype(np.float64), pred_n, 0),
@@ -195,8 +196,9 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
                    f"windows every {motion_stats.FD_HOP} frames of the predicted frames: std and mean |Δ| of each of "
                    f"the 6 pose components, 12-D, each divided by its std over the real windows) of the method vs the "
                    f"real motion, pooled over all windows ({fd_windows} per method)",
-        "baselines": {"model_smoothed": f"the model's prediction smoothed as inference does "
-                                        f"(inference.controls.smooth, {taps} taps)",
+        "baselines": {"model_smoothed": f"the model's prediction shaped as inference does "
+                                        f"(inference.controls.shape_motion: {POSE_SMOOTH_TAPS}-tap smoothing, "
+                                        "amplitude matched to the reference frames' motion std)",
                       "static": "last reference pose held",
                       "replay": "the τ reference poses looped: backwards from the last one, then forwards (ping-pong, "
                                 "no jump)",
@@ -222,18 +224,21 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
 @click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
               help="With --folds: training steps per fold. [default: the preset's]")
 @click.option("--seed", type=int, help="With --folds: seed of the fold assignment (data.split_seed). [default: 0]")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="With --folds: override a training config field, as `rhythmhead train --set` (repeatable).")
 @click.option("--split", type=click.Choice(["val", "all"]),
               help="With --models: held-out speakers of the run's split, or every clip. [default: val]")
 @click.option("--sigma", type=click.FloatRange(min=0.1), default=motion_stats.DEFAULT_SIGMA, show_default=True,
               help="Beat-alignment tolerance σ in frames.")
 @click.option("--device", default="cpu", show_default=True, help="torch device (training and evaluation).")
 def command(data: str, out: str, models: str | None, folds: int | None, work: str | None, preset: str | None,
-            max_steps: int | None, seed: int | None, split: str | None, sigma: float, device: str) -> None:
+            max_steps: int | None, seed: int | None, sets: tuple[str, ...], split: str | None, sigma: float,
+            device: str) -> None:
     """Evaluate the head-motion learner Φ on held-out speakers against static / replay / mean / other-clip baselines.
 
     Columns: pose L1 (deg, px), motion std and ΔP ratios generated ÷ real, beat alignment with the audio onsets (and its
     excess over chance), Fréchet distance of windowed pose statistics. Rows: model, model_smoothed (as inference
-    smooths it), static, replay, mean_motion, other_clip, real.
+    shapes it: smoothed, amplitude matched to the reference), static, replay, mean_motion, other_clip, real.
 
     \b
     Examples:
@@ -243,10 +248,10 @@ def command(data: str, out: str, models: str | None, folds: int | None, work: st
     from .kfold import check_options, run_command
     from .report import format_table, write_report
 
-    check_options(models, folds, split, work, max_steps, preset, seed)
+    check_options(models, folds, split, work, max_steps, preset, seed, sets)
     if folds is not None:
         run_command("motion", data, out, folds, work, preset, max_steps, seed, device,
-                    lambda d, run: evaluate_motion(d, run, "val", sigma, device), TABLE_COLUMNS)
+                    lambda d, run: evaluate_motion(d, run, "val", sigma, device), TABLE_COLUMNS, sets)
         return
     settings, methods = evaluate_motion(data, models, split or "val", sigma, device)
     click.echo(f"{len(settings['clips'])} clips, {settings['windows']} windows, {settings['predicted_frames']} "

@@ -305,9 +305,9 @@ class TalkingHeadPipeline:
         else:
             norm = predict_poses(motion.net, prepared.motion_weight, prepared.motion_bias, frames_at(motion.audio_rate),
                                  self.settings.chunk * 4, timer)
-            # Φ is trained on 11-tap smoothed poses; smoothing its output the same way removes frame-to-frame jitter
-            # (pose L1 on held-out speakers 4.82° → 4.41°, `rhythmhead evaluate motion`, row model_smoothed)
-            poses = controls.smooth(norm * motion.pose_std + motion.pose_mean, motion.smooth_taps)
+            # smoothed, and its amplitude matched to the reference's (or the style's) own motion: Φ says when and which
+            # way the head moves, the reference how much (`rhythmhead evaluate motion`, row model_smoothed)
+            poses = controls.shape_motion(norm * motion.pose_std + motion.pose_mean, prepared.motion_std)
             if prepared.recenter:  # a style's poses sit at the style clip's head position: move them onto ours
                 poses = poses - poses.mean(0) + anchor
             info["motion"] = f"phi ({prepared.motion_source})"
