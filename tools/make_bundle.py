@@ -14,7 +14,7 @@ clips of ``--style-store`` that have speech: for each clip, Φ encodes its first
 audio (exactly as for a reference video at inference) into ``W (F, 6)``, ``b (6,)``; the style is the mean of the W and
 of the b over clips, its ``anchor_pose`` the mean over clips of their mean pose over those τ frames, and its
 ``pose_std`` (a typical speaker's motion amplitude, given to a photo's motion) the mean over clips of each clip's
-smoothed-pose std. The folder is
+smoothed-pose std (``pose_speed`` likewise of their mean |Δ| per frame). The folder is
 built in a temporary sibling and renamed into place, so a failure leaves ``--out`` as it was.
 """
 from __future__ import annotations
@@ -45,11 +45,11 @@ def style_from_store(motion, store_dir: str | Path, device: str = "cpu", echo=pr
     from rhythmhead.data.store import ClipStore
     from rhythmhead.errors import InputError
     from rhythmhead.inference.bundle import MotionStyle
-    from rhythmhead.inference.controls import motion_std
+    from rhythmhead.inference.controls import motion_speed, motion_std
     from rhythmhead.inference.reference import encode_motion
 
     store = ClipStore(store_dir)
-    weights, biases, anchors, stds = [], [], [], []
+    weights, biases, anchors, stds, speeds = [], [], [], [], []
     for clip_id in store.ids():
         wave = store.audio(clip_id, motion.audio_rate)
         if wave is None:
@@ -63,12 +63,14 @@ def style_from_store(motion, store_dir: str | Path, device: str = "cpu", echo=pr
         tau = max(1, min(len(pose), motion.tau))
         anchors.append(pose[:tau].mean(0))
         stds.append(motion_std(pose, motion.smooth_taps))
+        speeds.append(motion_speed(pose, motion.smooth_taps))
     if not weights:
         raise InputError("no clip with speech to compute the motion style from", store_dir)
     echo(f"motion style from {len(weights)} clips of {store_dir}")
     style = MotionStyle(np.mean(weights, 0).astype(np.float32), np.mean(biases, 0).astype(np.float32),
                         np.mean(anchors, 0).astype(np.float32), source=str(store_dir),
-                        pose_std=np.mean(stds, 0).astype(np.float32))
+                        pose_std=np.mean(stds, 0).astype(np.float32),
+                        pose_speed=np.mean(speeds, 0).astype(np.float32))
     return style, len(weights)
 
 

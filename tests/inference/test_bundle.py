@@ -70,8 +70,10 @@ def test_style_file_round_trip_and_damage(tmp_path, bundle_copy):
     np.testing.assert_array_equal(back.anchor_pose, style.anchor_pose)
     assert back.pose_std is None  # a style without an amplitude (older files) loads as such
     amplitude = np.linspace(0.01, 2.0, 6).astype(np.float32)
-    back = load_style(save_style(tmp_path / "a.npz", dataclasses.replace(style, pose_std=amplitude)))
+    back = load_style(save_style(tmp_path / "a.npz", dataclasses.replace(style, pose_std=amplitude,
+                                                                        pose_speed=amplitude / 10)))
     np.testing.assert_array_equal(back.pose_std, amplitude)
+    np.testing.assert_array_equal(back.pose_speed, amplitude / 10)
     with pytest.raises(InputError, match="pose_std"):
         load_style(save_style(tmp_path / "n.npz", dataclasses.replace(style, pose_std=-amplitude)))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")

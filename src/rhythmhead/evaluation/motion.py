@@ -120,7 +120,7 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
     The clips are the val side of the export's own split (``data.folds``/``data.fold`` when it was trained on a fold,
     else ``data.val_fraction``), or every clip with ``split="all"``."""
     from ..audio.windows import onset_frames
-    from ..inference.controls import POSE_SMOOTH_TAPS, motion_std, shape_motion
+    from ..inference.controls import POSE_SMOOTH_TAPS, motion_speed, motion_std, shape_motion
     from ..training.learner_data import config_split, eval_windows, load_clips, smooth_time
 
     loaded = load_motion(models, device)
@@ -155,7 +155,8 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
             onsets = onset_frames(wave, rate, pred_n, fps)
             candidates = {
                 "model": pred,
-                "model_smoothed": shape_motion(pred, motion_std(clip.pose[ref], taps)),
+                "model_smoothed": shape_motion(pred, motion_std(clip.pose[ref], taps),
+                                               motion_speed(clip.pose[ref], taps)),
                 "static": np.repeat(last[None], pred_n, 0),
                 "replay": replay_motion(poses[ci][ref], pred_n),
                 "mean_motion": np.repeat(mean[None].astype(np.float64), pred_n, 0),
@@ -198,7 +199,8 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
                    f"real motion, pooled over all windows ({fd_windows} per method)",
         "baselines": {"model_smoothed": f"the model's prediction shaped as inference does "
                                         f"(inference.controls.shape_motion: {POSE_SMOOTH_TAPS}-tap smoothing, "
-                                        "amplitude matched to the reference frames' motion std)",
+                                        "amplitude matched to the reference frames' motion std, smoothing widened "
+                                        "until at most 1.5× as fast as they move)",
                       "static": "last reference pose held",
                       "replay": "the τ reference poses looped: backwards from the last one, then forwards (ping-pong, "
                                 "no jump)",

@@ -122,7 +122,8 @@ class MotionStyle:
         source: where it came from (for messages and reports).
         pose_std: ``(6,)`` float32 the motion amplitude of a typical speaker of those clips (the mean over clips of
             :func:`rhythmhead.inference.controls.motion_std`), which inference gives a photo's motion; None in style
-            files written before it existed.
+            files written before it existed; pose_speed: ``(6,)`` likewise their mean |Δ| per frame
+            (:func:`~rhythmhead.inference.controls.motion_speed`).
     """
 
     weight: np.ndarray
@@ -130,6 +131,7 @@ class MotionStyle:
     anchor_pose: np.ndarray
     source: str = ""
     pose_std: np.ndarray | None = None
+    pose_speed: np.ndarray | None = None
 
 
 def save_style(path: str | Path, style: MotionStyle, **info: Any) -> Path:
@@ -139,7 +141,8 @@ def save_style(path: str | Path, style: MotionStyle, **info: Any) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            extra = {} if style.pose_std is None else {"pose_std": np.asarray(style.pose_std, np.float32)}
+            extra = {k: np.asarray(v, np.float32) for k, v in (("pose_std", style.pose_std),
+                                                                ("pose_speed", style.pose_speed)) if v is not None}
             np.savez(f, weight=style.weight.astype(np.float32), bias=style.bias.astype(np.float32),
                      anchor_pose=style.anchor_pose.astype(np.float32), **extra,
                      info=np.array(json.dumps({"source": style.source, **info}, default=str)))
@@ -154,16 +157,18 @@ def load_style(path: str | Path) -> MotionStyle:
     try:
         with np.load(path, allow_pickle=False) as data:
             weight, bias, anchor = (np.asarray(data[k], np.float32) for k in ("weight", "bias", "anchor_pose"))
-            pose_std = np.asarray(data["pose_std"], np.float32) if "pose_std" in data.files else None
+            pose_std, pose_speed = (np.asarray(data[k], np.float32) if k in data.files else None
+                                    for k in ("pose_std", "pose_speed"))
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"not a motion style file ({str(exc).splitlines()[0][:80]})", path) from None
     if weight.ndim != 2 or weight.shape[1] != 6 or bias.shape != (6,) or anchor.shape != (6,):
         raise InputError(f"motion style arrays have wrong shapes (weight {weight.shape}, bias {bias.shape})", path)
-    if pose_std is not None and (pose_std.shape != (6,) or not (np.isfinite(pose_std).all() and (pose_std >= 0).all())):
-        raise InputError(f"motion style pose_std must be 6 finite values ≥ 0, got shape {pose_std.shape}", path)
+    for name, v in (("pose_std", pose_std), ("pose_speed", pose_speed)):
+        if v is not None and (v.shape != (6,) or not (np.isfinite(v).all() and (v >= 0).all())):
+            raise InputError(f"motion style {name} must be 6 finite values ≥ 0, got shape {v.shape}", path)
     if not (np.isfinite(weight).all() and np.isfinite(bias).all() and np.isfinite(anchor).all()):
         raise InputError("motion style holds NaN or inf", path)
-    return MotionStyle(weight, bias, anchor, str(path), pose_std)
+    return MotionStyle(weight, bias, anchor, str(path), pose_std, pose_speed)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

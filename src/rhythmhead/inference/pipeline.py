@@ -307,7 +307,8 @@ class TalkingHeadPipeline:
                                  self.settings.chunk * 4, timer)
             # smoothed, and its amplitude matched to the reference's (or the style's) own motion: Φ says when and which
             # way the head moves, the reference how much (`rhythmhead evaluate motion`, row model_smoothed)
-            poses = controls.shape_motion(norm * motion.pose_std + motion.pose_mean, prepared.motion_std)
+            poses = controls.shape_motion(norm * motion.pose_std + motion.pose_mean, prepared.motion_std,
+                                          prepared.motion_speed)
             if prepared.recenter:  # a style's poses sit at the style clip's head position: move them onto ours
                 poses = poses - poses.mean(0) + anchor
             info["motion"] = f"phi ({prepared.motion_source})"

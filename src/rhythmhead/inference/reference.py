@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .controls import motion_std
+from .controls import motion_speed, motion_std
 
 CROP = 256  # reference crops and all landmark/pose pixel units are in the 256² crop
 
@@ -55,7 +55,8 @@ class PreparedReference:
         motion_source: "reference", "style:<file>" or "default style".
         motion_std: ``(6,)`` the motion amplitude inference gives Φ's poses (rad, px; :func:`controls.shape_motion`):
             the reference clip's own, the style clip's, or the default style's typical speaker's (None: an older
-            style file without it — Φ's amplitude as is).
+            style file without it — Φ's amplitude as is); motion_speed: ``(6,)`` its mean |Δ| per frame (the tempo
+            the motion may reach, :func:`controls.shape_motion`), None likewise.
         ref_code: ``(n,)`` Ψ's reference input; identity_offset ``(68, 3)``; neutral_code ``(n,)``.
         finetune_history: per-step losses when fine-tuned.
         notes: warnings for the user.
@@ -81,6 +82,7 @@ class PreparedReference:
     recenter: bool
     motion_source: str
     motion_std: np.ndarray | None
+    motion_speed: np.ndarray | None
     ref_code: np.ndarray
     identity_offset: np.ndarray
     neutral_code: np.ndarray
@@ -242,14 +244,14 @@ def load_style_clip(path, rate: int = 16000) -> StyleClip:
 
 
 def _style_from_clip(motion, clip, device):
-    """``(W, b, motion std)`` of a style clip (a path or a :class:`StyleClip`) — its poses and its own speech."""
+    """``(W, b, (motion std, motion speed))`` of a style clip (a path or a :class:`StyleClip`) — its poses and its own speech."""
     from .inputs import resample
 
     style = clip if isinstance(clip, StyleClip) else load_style_clip(clip, motion.audio_rate)
     wave = resample(style.wave, style.rate, motion.audio_rate)
     pose = style.reference.pose
     w, b = encode_motion(motion, pose, wave, device)
-    return w, b, motion_std(pose, motion.smooth_taps)
+    return w, b, (motion_std(pose, motion.smooth_taps), motion_speed(pose, motion.smooth_taps))
 
 
 def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shots: int = 8,
@@ -304,7 +306,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         source = f"style:{name}"
     elif reference_wave is not None and not ref.is_image and n_frames >= 2:
         w, b = encode_motion(motion, ref.pose, reference_wave, device)
-        amplitude = motion_std(ref.pose, motion.smooth_taps)
+        amplitude = (motion_std(ref.pose, motion.smooth_taps), motion_speed(ref.pose, motion.smooth_taps))
         source = "reference"
     else:
         if bundle.style is None:
@@ -312,7 +314,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
                              "--pose-from, or --still (the models folder has no motion_style.npz)", bundle.root)
         w = torch.from_numpy(bundle.style.weight)[None].to(device)
         b = torch.from_numpy(bundle.style.bias)[None].to(device)
-        amplitude = bundle.style.pose_std
+        amplitude = (bundle.style.pose_std, bundle.style.pose_speed)
         source = "default style"
         if not ref.is_image:
             notes.append(f"{ref.source}: the reference video has no usable speech; its head motion comes from the "
@@ -341,7 +343,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         reference=ref, shots=idx, shot_poses=ref.pose[idx].astype(np.float32), ref_images=ref_images,
         ref_labels=ref_labels, embedding=embedding, generator=generator, mesh=mesh,
         key_frontal=key_frontal, anchor_pose=anchor, motion_weight=w, motion_bias=b,
-        recenter=source != "reference", motion_source=source, motion_std=amplitude, ref_code=ref_code, identity_offset=identity,
+        recenter=source != "reference", motion_source=source, motion_std=amplitude[0], motion_speed=amplitude[1], ref_code=ref_code, identity_offset=identity,
         neutral_code=neutral, finetune_history=history, notes=notes,
         regions=None if ref.is_image else region_bank(np.asarray(ref.frontal), np.asarray(ref.landmarks)),
         mouth_net=bundle.mouth, deform_weights=landmark_weights(mesh, torch.from_numpy(key_frontal)),
