@@ -99,3 +99,13 @@ def test_shape_motion_slows_a_quick_motion_to_the_persons_tempo():
     assert speed(free) > 1.5 >= speed(held) or speed(held) < 0.5 * speed(free)
     robust = 1.4826 * np.median(np.abs(held - np.median(held, 0)), 0)
     assert (robust > 0.3 * target_std).all()  # still the person's amplitude, not smoothed to a standstill
+
+
+def test_shape_motion_eases_in_and_out():
+    rng = np.random.default_rng(2)
+    raw = np.cumsum(rng.normal(0, 1, (200, 6)), 0).astype(np.float32) * 0.01
+    raw[:3] += 0.5  # Φ's start transient
+    out = controls.shape_motion(raw, np.full(6, 0.05), np.full(6, 0.01))
+    center = np.median(out, 0)
+    assert np.abs(out[0] - center).max() < 0.2 * np.abs(out[20:-20] - center).max()
+    assert np.abs(out[-1] - center).max() < 0.2 * np.abs(out[20:-20] - center).max()

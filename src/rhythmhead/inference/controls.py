@@ -63,6 +63,7 @@ POSE_SMOOTH_TAPS = 15
 MAX_AMPLITUDE_GAIN = 20.0
 MAX_SPEED_RATIO = 1.5
 SMOOTH_STEPS = (21, 31, 45, 61, 91)
+EASE_FRAMES = 8
 
 
 def match_amplitude(track: np.ndarray, target_std: np.ndarray | None, max_gain: float = MAX_AMPLITUDE_GAIN,
@@ -95,15 +96,26 @@ def shape_motion(poses: np.ndarray, target_std: np.ndarray | None, target_speed:
     damped mean motion (std about a sixth of the real one on held-out speakers); the reference says how much this
     person moves, Φ when and which way. With ``target_speed (6,)`` (the reference's mean |Δ| per frame) the smoothing
     widens (``SMOOTH_STEPS``) until the motion is at most ``max_speed`` times as fast as the person's: a slow mover
-    is not given Φ's quicker tempo at his amplitude. ``target_std`` None: smoothing only."""
+    is not given Φ's quicker tempo at his amplitude. The motion eases in and out over ``EASE_FRAMES`` at both ends.
+    ``target_std`` None: smoothing only."""
     out = match_amplitude(smooth(poses, taps), target_std)
-    if target_std is None or target_speed is None or len(poses) < 2:
+    if target_std is None or len(poses) < 2:
         return out
-    speed = np.maximum(np.asarray(target_speed, np.float64), 1e-9)
-    for wider in (t for t in SMOOTH_STEPS if t > taps):
-        if np.mean(np.abs(np.diff(out, axis=0)).mean(0) / speed) <= max_speed:
-            break
-        out = match_amplitude(smooth(poses, wider), target_std)
+    if target_speed is not None:
+        speed = np.maximum(np.asarray(target_speed, np.float64), 1e-9)
+        for wider in (t for t in SMOOTH_STEPS if t > taps):
+            if np.mean(np.abs(np.diff(out, axis=0)).mean(0) / speed) <= max_speed:
+                break
+            out = match_amplitude(smooth(poses, wider), target_std)
+    # Φ's first and last frames (its convolutions' zero padding at the ends of the speech) swing far once amplified:
+    # the motion eases in from, and out to, its median pose over EASE_FRAMES
+    n = min(EASE_FRAMES, len(out) // 2)
+    if n > 0:
+        ramp = np.ones(len(out))
+        edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
+        ramp[:n], ramp[len(out) - n:] = edge, edge[::-1]
+        center = np.median(out, 0, keepdims=True)
+        out = (center + (out - center) * ramp[:, None]).astype(out.dtype)
     return out
 
 
