@@ -156,7 +156,7 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
             candidates = {
                 "model": pred,
                 "model_smoothed": shape_motion(pred, motion_std(clip.pose[ref], taps),
-                                               motion_speed(clip.pose[ref], taps)),
+                                               motion_speed(clip.pose[ref], taps), ease=(False, True)),
                 "static": np.repeat(last[None], pred_n, 0),
                 "replay": replay_motion(poses[ci][ref], pred_n),
                 "mean_motion": np.repeat(mean[None].astype(np.float64), pred_n, 0),

@@ -67,18 +67,19 @@ EASE_FRAMES = 8
 
 
 def match_amplitude(track: np.ndarray, target_std: np.ndarray | None, max_gain: float = MAX_AMPLITUDE_GAIN,
-                    limit: float = 3.0) -> np.ndarray:
+                    limit: float = 3.0, fit: np.ndarray | None = None) -> np.ndarray:
     """Per channel, the deviations of ``track (T, C)`` from its median scaled so that their robust std (1.4826 × the
     median absolute deviation, so that one excursion of Φ does not set the gain) is ``target_std (C,)`` — the gain
     capped at ``max_gain`` both ways, channels that do not move left alone — then soft-limited to ``limit`` target
-    stds (``limit · σ · tanh(d / (limit · σ))``): no head turns far beyond what the person does. ``None`` returns the
-    track."""
+    stds (``limit · σ · tanh(d / (limit · σ))``): no head turns far beyond what the person does. ``fit (T,)`` bool:
+    the frames the median and spread are measured on (default all). ``None`` returns the track."""
     if target_std is None or len(track) < 2:
         return track
     x = np.asarray(track, np.float64)
-    center = np.median(x, 0, keepdims=True)
+    sel = x if fit is None or not np.any(fit) else x[np.asarray(fit, bool)]
+    center = np.median(sel, 0, keepdims=True)
     dev = x - center
-    spread = 1.4826 * np.median(np.abs(dev), 0)
+    spread = 1.4826 * np.median(np.abs(sel - center), 0)
     spread = np.where(spread > 1e-8, spread, dev.std(0))
     target = np.asarray(target_std, np.float64)
     gain = np.where(spread > 1e-8, target / np.maximum(spread, 1e-8), 1.0)
@@ -89,34 +90,38 @@ def match_amplitude(track: np.ndarray, target_std: np.ndarray | None, max_gain: 
 
 
 def shape_motion(poses: np.ndarray, target_std: np.ndarray | None, target_speed: np.ndarray | None = None,
-                 taps: int = POSE_SMOOTH_TAPS, max_speed: float = MAX_SPEED_RATIO) -> np.ndarray:
+                 taps: int = POSE_SMOOTH_TAPS, max_speed: float = MAX_SPEED_RATIO,
+                 ease: tuple[bool, bool] = (True, True)) -> np.ndarray:
     """What inference does to Φ's raw poses ``(T, 6)`` (and what ``evaluate motion`` scores as ``model_smoothed``):
     Hanning smoothing (removes the frame-to-frame jitter Φ leaves), then :func:`match_amplitude` to the motion std of
     the reference (its own clip, a style clip, or the default style's typical speaker): Φ trained with MSE predicts a
     damped mean motion (std about a sixth of the real one on held-out speakers); the reference says how much this
     person moves, Φ when and which way. With ``target_speed (6,)`` (the reference's mean |Δ| per frame) the smoothing
     widens (``SMOOTH_STEPS``) until the motion is at most ``max_speed`` times as fast as the person's: a slow mover
-    is not given Φ's quicker tempo at his amplitude. The motion eases in and out over ``EASE_FRAMES`` at both ends.
-    ``target_std`` None: smoothing only."""
-    out = match_amplitude(smooth(poses, taps), target_std)
+    is not given Φ's quicker tempo at his amplitude. The motion eases in and out over ``EASE_FRAMES`` at the ends
+    of the speech (``ease``: at the start, at the end — ``evaluate motion`` eases only the end of a window, which is
+    where its audio ends). ``target_std`` None: smoothing only."""
     if target_std is None or len(poses) < 2:
-        return out
+        return match_amplitude(smooth(poses, taps), None)
+    # Φ's first and last frames (its convolutions' zero padding at the ends of the speech) swing far once amplified:
+    # they neither set the gain nor show — the motion eases in from, and out to, its median pose over EASE_FRAMES
+    n = min(EASE_FRAMES, len(poses) // 3)
+    ramp = np.ones(len(poses))
+    edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / max(n, 1))
+    if n and ease[0]:
+        ramp[:n] = edge
+    if n and ease[1]:
+        ramp[len(poses) - n:] = edge[::-1]
+    fit = ramp >= 1.0
+    out = match_amplitude(smooth(poses, taps), target_std, fit=fit)
     if target_speed is not None:
         speed = np.maximum(np.asarray(target_speed, np.float64), 1e-9)
         for wider in (t for t in SMOOTH_STEPS if t > taps):
-            if np.mean(np.abs(np.diff(out, axis=0)).mean(0) / speed) <= max_speed:
+            if np.mean(np.abs(np.diff(out[fit], axis=0)).mean(0) / speed) <= max_speed:
                 break
-            out = match_amplitude(smooth(poses, wider), target_std)
-    # Φ's first and last frames (its convolutions' zero padding at the ends of the speech) swing far once amplified:
-    # the motion eases in from, and out to, its median pose over EASE_FRAMES
-    n = min(EASE_FRAMES, len(out) // 2)
-    if n > 0:
-        ramp = np.ones(len(out))
-        edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
-        ramp[:n], ramp[len(out) - n:] = edge, edge[::-1]
-        center = np.median(out, 0, keepdims=True)
-        out = (center + (out - center) * ramp[:, None]).astype(out.dtype)
-    return out
+            out = match_amplitude(smooth(poses, wider), target_std, fit=fit)
+    center = np.median(out[fit], 0, keepdims=True)
+    return (center + (out - center) * ramp[:, None]).astype(out.dtype)
 
 
 def motion_std(poses: np.ndarray, taps: int) -> np.ndarray:
