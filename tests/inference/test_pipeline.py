@@ -136,16 +136,17 @@ def test_video_reference_uses_its_own_motion_and_several_shots(tiny_pipe, video_
     assert np.abs(rot[:, None] - rot[None]).sum(-1).max() > 0.05  # spread over the clip's head poses
     assert not prepared.recenter
     # the generated motion has the reference clip's own amplitude (Φ gives the timing and direction)
-    from rhythmhead.inference.controls import MAX_AMPLITUDE_GAIN, motion_std
+    from rhythmhead.inference.controls import EASE_FRAMES, motion_std
 
     want = motion_std(video_ref.pose, tiny_pipe.bundle.motion.smooth_taps)
     np.testing.assert_allclose(prepared.motion_std, want)
     spread = lambda p: 1.4826 * np.median(np.abs(p - np.median(p, 0)), 0)  # noqa: E731
     shaped = tiny_pipe(prepared, audio_1s, blink=False).poses
     plain = tiny_pipe(dataclasses.replace(prepared, motion_std=None), audio_1s, blink=False).poses
-    expect = np.minimum(want, MAX_AMPLITUDE_GAIN * spread(plain))  # a random tiny Φ barely moves: the cap may bind
-    np.testing.assert_allclose(spread(shaped), expect, rtol=0.1)
-    assert (spread(shaped) > 2 * spread(plain)).all()
+    mid = slice(EASE_FRAMES, -EASE_FRAMES)  # the ends ease in and out
+    assert (spread(shaped[mid]) > 2 * spread(plain[mid])).all()  # louder than Φ alone...
+    assert (spread(shaped[mid]) <= 1.1 * want).all()  # ...up to the person's amplitude (a tiny Φ may hit the cap)
+    assert np.abs(shaped[0] - np.median(shaped, 0)).max() < np.abs(shaped - np.median(shaped, 0)).max()
     assert (np.abs(shaped - np.median(shaped, 0)) <= 3 * want + 1e-6).all()  # never far beyond the person's range
 
 
