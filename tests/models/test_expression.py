@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 
-from rhythmhead.models.expression import ExpressionLearner, conv_output_length
+from rhythmhead.models.expression import ExpressionLearner, LogMel, conv_output_length, mel_filterbank
 
 TINY = dict(audio_rate=4000, fps=25, conv_channels=(2, 3, 4), kernel_size=5, stride=2, feature_dim=8,
             n_components=5, dropout=0.2)  # window 7·160 = 1120 samples
@@ -76,3 +76,50 @@ def test_bad_inputs_raise():
         net(audio, ref[:, :4])
     with pytest.raises(ValueError, match="too short"):
         ExpressionLearner(audio_rate=4000, conv_channels=(2,) * 7, kernel_size=21)
+
+
+MEL = dict(TINY, frontend="mel", n_mels=8, conv_channels=(6, 6), kernel_size=3, stride=1)  # 4 kHz: 7 frames of 25 ms
+
+
+def test_mel_front_end_shapes_and_filters():
+    fb = mel_filterbank(512, 16000, 40)
+    peaks = fb.max(1).values  # triangles peak at 1 between FFT bins: every band sees at least one bin well
+    assert fb.shape == (40, 257) and torch.all(fb >= 0) and torch.all((peaks > 0.5) & (peaks <= 1))
+    centres = fb.argmax(1)
+    assert torch.all(centres[1:] > centres[:-1])  # bands in increasing frequency
+    mel = LogMel(16000, 40)
+    x = torch.randn(2, 4480)
+    assert mel(x).shape == (2, 40, mel.n_frames(4480)) == (2, 40, 25)
+    net = ExpressionLearner(audio_rate=16000, frontend="mel", conv_channels=(64, 64, 128), kernel_size=3, stride=1,
+                            feature_dim=128)
+    assert net.flat_dim == 128 * 19 and net(torch.randn(3, 4480), torch.randn(3, 20)).shape == (3, 20)
+
+
+def test_mel_front_end_follows_the_spectrum_not_the_gain():
+    t = torch.arange(4480) / 16000
+    low, high = torch.sin(2 * torch.pi * 300 * t)[None], torch.sin(2 * torch.pi * 3000 * t)[None]
+    mel = LogMel(16000, 40)
+    assert mel(low)[0].mean(1).argmax() < mel(high)[0].mean(1).argmax()  # a higher tone lights a higher band
+    speech = low + 0.05 * torch.randn(1, 4480, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(mel(4.0 * speech), mel(speech), atol=1e-3, rtol=0)  # a gain shifts the mean: removed
+    torch.manual_seed(0)
+    net = ExpressionLearner(**MEL).eval()
+    audio, ref = inputs()
+    out = net(audio, ref)
+    assert out.shape == (3, 5) and torch.isfinite(out).all()
+    assert not torch.allclose(out, net(torch.flip(audio, [1]), ref))  # responds to the audio
+    with pytest.raises(ValueError, match="frontend"):
+        ExpressionLearner(**dict(MEL, frontend="mfcc"))
+
+
+def test_mel_gradients_and_residual_output():
+    torch.manual_seed(0)
+    net = ExpressionLearner(**dict(MEL, residual=True))
+    audio, ref = inputs()
+    net(audio, ref).pow(2).mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+    torch.testing.assert_close(net.eval()(audio, ref), ref)  # residual: the reference code + the head's output

@@ -121,17 +121,19 @@ class ExpressionPCA:
         return frontal_clip[closed_mouth_frame(frontal_clip)] - _like(self.template, frontal_clip)
 
     def reference_code(self, frontal_clip, keep_identity: bool = True):
-        """Ψ's reference input ``(n,)``: the code of the clip's closed-mouth frame.
+        """Ψ's reference input ``(n,)``.
 
-        With ``keep_identity`` it is encoded with a zero offset, so it carries the speaker's face shape; without, it is
-        the template's code for every clip (the offset is measured from that very frame), i.e. a constant.
+        With ``keep_identity`` (the paper): the code of the clip's closed-mouth frame encoded with a zero offset, so it
+        carries the speaker's face shape. Without: the mean code of the clip's frames with its identity offset removed,
+        i.e. how the speaker's face moves on average away from its closed mouth (the template's code for a single frame).
 
         Args:
             frontal_clip: ``(T, 68, 3)`` frontal landmarks of the reference clip.
         """
-        closed = frontal_clip[closed_mouth_frame(frontal_clip)]
-        offset = closed * 0 if keep_identity else self.identity_offset(frontal_clip)
-        return self.encode(closed, offset)
+        if keep_identity:
+            closed = frontal_clip[closed_mouth_frame(frontal_clip)]
+            return self.encode(closed, closed * 0)
+        return self.encode(frontal_clip, self.identity_offset(frontal_clip)).mean(0)
 
     # -- codes --------------------------------------------------------------------------------------------------------
     def encode(self, frontal, identity_offset):

@@ -1,7 +1,9 @@
 """``rhythmhead evaluate expression``: Ψ against simple baselines on held-out speakers.
 
 Protocol (self-reenactment, DESIGN.md §5): for every validation clip the first 25 % of the frames (at least
-min(64, T/2)) are the reference: the identity offset and the reference code come from its closed-mouth frame. For
+min(64, T/2)) are the reference: the identity offset comes from its closed-mouth frame, the reference code from the
+same part (:meth:`~rhythmhead.data.pca.ExpressionPCA.reference_code`: the closed-mouth frame's code with the identity,
+or, with ``data.reference_keeps_identity: false``, the part's mean code without it). For
 every later frame Ψ predicts the PCA code from the audio window; the code is decoded to frontal landmarks (+ identity
 offset), posed by the frame's *real* pose (``apply_pose``), and compared in x,y with the tracked landmarks of the 256² crop:
 
@@ -167,8 +169,10 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
         "store": str(data), "models": str(models), "split": split, "clips": [c.clip_id for c in clips],
         "speakers": sorted({c.speaker for c in clips}),
         "test_frames": n_test, "averaging": "mean over clips of per-clip means",
-        "reference": "first 25 % of each clip (at least min(64, T/2) frames); identity offset and reference code from "
-                     "its closed-mouth frame",
+        "reference": "first 25 % of each clip (at least min(64, T/2) frames); identity offset from its closed-mouth "
+                     "frame; reference code: " + ("that frame's code with the identity"
+                                                  if data_cfg.get("reference_keeps_identity", True)
+                                                  else "the mean code of its frames, identity removed"),
         "posing": "decoded frontal landmarks posed by the real pose of each frame (apply_pose), x,y compared",
         "units": "pixels of the 256² crop",
         "lip_sync_proxy": "Pearson r per clip between the inner-lip opening and the frame's RMS speech envelope, lag 0",
