@@ -61,7 +61,7 @@ class InferenceSettings:
     shots: int = 8
     chunk: int = 25
     batch: int = 4
-    code_smooth_taps: int = 3
+    code_smooth_taps: int = 1  # 3 taps cost the mel Ψ a fifth of its lip closures (k-fold closure rate 0.26 → 0.20)
     crf: int = 18
     encoder_preset: str = "veryfast"
     full_resolution: bool = True
