@@ -109,3 +109,17 @@ def test_shape_motion_eases_in_and_out():
     center = np.median(out, 0)
     assert np.abs(out[0] - center).max() < 0.2 * np.abs(out[20:-20] - center).max()
     assert np.abs(out[-1] - center).max() < 0.2 * np.abs(out[20:-20] - center).max()
+
+
+def test_match_opening_widens_the_mouth_to_the_reference_spread():
+    rng = np.random.default_rng(3)
+    ref = np.array([1.0, 0.0, 0.0])
+    codes = ref + rng.normal(0, 0.1, (200, 3)) * np.array([1.0, 0.2, 0.2])
+    opening = lambda c: 2.0 + 5.0 * c[:, 0]  # noqa: E731  (a mouth opening linear in the first code)
+    base = opening(codes).std()
+    out = controls.match_opening(codes, ref, opening, 1.5 * base)
+    assert np.isclose(opening(out).std(), 1.5 * base, rtol=1e-3)
+    np.testing.assert_allclose(out - ref, 1.5 * (codes - ref), rtol=1e-3)  # one gain about the reference code
+    assert np.isclose(opening(controls.match_opening(codes, ref, opening, 10 * base)).std(), 2.0 * base, rtol=1e-3)
+    np.testing.assert_array_equal(controls.match_opening(codes, ref, opening, 0.5 * base), codes)  # never damped
+    assert controls.match_opening(codes, ref, opening, None) is codes

@@ -127,7 +127,7 @@ def test_expression_scale_and_blinks(tiny_pipe, prepared_photo, audio_1s):
     assert eye_gap(a) < eye_gap(none)
 
 
-def test_video_reference_uses_its_own_motion_and_several_shots(tiny_pipe, video_ref, audio_1s):
+def test_video_reference_uses_its_own_motion_and_several_shots(tiny_pipe, video_ref, prepared_photo, audio_1s):
     prepared = tiny_pipe.prepare(video_ref)
     assert prepared.motion_source == "reference"
     assert len(prepared.shots) == tiny_pipe.settings.shots == 4
@@ -140,6 +140,10 @@ def test_video_reference_uses_its_own_motion_and_several_shots(tiny_pipe, video_
 
     want = motion_std(video_ref.pose, tiny_pipe.bundle.motion.smooth_taps)
     np.testing.assert_allclose(prepared.motion_std, want)
+    from rhythmhead.data.pca import open_rate
+
+    assert prepared.open_std == pytest.approx(np.std(open_rate(np.asarray(video_ref.frontal, np.float64))))
+    assert prepared_photo.open_std is None  # a photo: Ψ's own openings
     spread = lambda p: 1.4826 * np.median(np.abs(p - np.median(p, 0)), 0)  # noqa: E731
     shaped = tiny_pipe(prepared, audio_1s, blink=False).poses
     plain = tiny_pipe(dataclasses.replace(prepared, motion_std=None), audio_1s, blink=False).poses

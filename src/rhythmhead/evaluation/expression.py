@@ -20,8 +20,9 @@ offset), posed by the frame's *real* pose (``apply_pose``), and compared in x,y 
 Baselines on the same frames: ``mean_expression`` (the PCA mean, code 0, + the identity offset), ``reference_held`` (the
 reference's closed-mouth frontal landmarks held: Ψ's "static"), and the ceiling ``pca_reconstruction`` (the real
 frontal landmarks through the PCA: the best any code can do). ``real`` gives the real landmarks' statistics.
-``model_smoothed`` is Ψ's codes smoothed as inference smooths them (:func:`rhythmhead.inference.controls.smooth` with
-the pipeline's default ``code_smooth_taps``).
+``model_smoothed`` is Ψ's codes shaped as inference shapes them: smoothed (:func:`rhythmhead.inference.controls.smooth`
+with the pipeline's default ``code_smooth_taps``), then their openings given the reference frames' spread
+(:func:`rhythmhead.inference.controls.match_opening`).
 
 Without ``--models``, ``--folds K`` runs the speaker-grouped K-fold cross-validation of
 :mod:`rhythmhead.evaluation.kfold` (a fresh Ψ and expression PCA per fold, fitted on the other folds).
@@ -104,7 +105,7 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
     from ..audio.windows import envelope
     from ..data.pca import closed_mouth_frame, open_rate
     from ..geometry.pose import apply_pose
-    from ..inference.controls import smooth
+    from ..inference.controls import match_opening, smooth
     from ..inference.pipeline import InferenceSettings
     from ..training.learner_data import config_split, load_clips
     from . import metrics
@@ -136,7 +137,10 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
         codes = predict_codes(loaded.net, clip.windows[test], ref_code, device)
         frontals = {
             "model": pca.decode(codes, offset),
-            "model_smoothed": pca.decode(smooth(codes, code_taps), offset),
+            "model_smoothed": pca.decode(match_opening(smooth(codes, code_taps), ref_code,
+                                                       lambda c: open_rate(pca.decode(c, offset)),
+                                                       float(np.std(open_rate(ref_frontal.astype(np.float64))))),
+                                         offset),
             "mean_expression": np.repeat(pca.decode(np.zeros(pca.n_components, np.float32), offset)[None], n, 0),
             "reference_held": np.repeat(ref_frontal[closed_mouth_frame(ref_frontal)][None], n, 0),
             "pca_reconstruction": pca.decode(pca.encode(real_frontal, offset), offset),
@@ -188,8 +192,9 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
             f"±{metrics.CLOSURE_TOL} frames"),
         "closure_events": closures["real"][1],
         "pca_components": pca.n_components,
-        "baselines": {"model_smoothed": f"Ψ's codes smoothed as inference does (inference.controls.smooth, "
-                                        f"{code_taps} taps)",
+        "baselines": {"model_smoothed": f"Ψ's codes shaped as inference does (inference.controls.smooth, "
+                                        f"{code_taps} taps; controls.match_opening to the reference frames' "
+                                        "opening std)",
                       "mean_expression": "PCA mean code + identity offset",
                       "reference_held": "the reference's closed-mouth frame held",
                       "pca_reconstruction": "real landmarks through the PCA (ceiling)",

@@ -140,6 +140,26 @@ def motion_speed(poses: np.ndarray, taps: int) -> np.ndarray:
     return (np.abs(np.diff(sm, axis=0)).mean(0) if len(sm) > 1 else np.zeros(sm.shape[1:])).astype(np.float32)
 
 
+def match_opening(codes: np.ndarray, reference_code: np.ndarray, opening, target_std: float | None,
+                  max_gain: float = 2.0) -> np.ndarray:
+    """Ψ's codes ``(T, n)`` moved away from ``reference_code (n,)`` by one gain so that the mouth opening
+    (``opening(codes) -> (T,)``, e.g. the inner-lip gap of the decoded landmarks) varies as much as ``target_std``
+    — the reference clip's own (Ψ, trained on L1/MSE, opens the mouth to about half the real spread). The gain is
+    at least 1 (never damped) and at most ``max_gain``; ``None`` returns the codes. Measured (`evaluate expression
+    --folds 5`, the fast Ψ): opening std ratio 0.57 → 0.86, lip closures 0.26 → 0.41, mouth LMD 3.00 → 3.21 px (mean
+    expression 3.93); a cap of 3: 0.94, 0.42, 3.34 px."""
+    if target_std is None or len(codes) < 2:
+        return codes
+    gain = 1.0
+    dev = codes - reference_code[None]
+    for _ in range(3):  # the opening is a distance, nearly linear in the codes: a few fixed-point steps
+        std = float(np.std(opening(reference_code[None] + gain * dev)))
+        if std < 1e-6:
+            return codes
+        gain = float(np.clip(gain * target_std / std, 1.0, max_gain))
+    return (reference_code[None] + gain * dev).astype(codes.dtype)
+
+
 def scale_expression(codes: np.ndarray, neutral: np.ndarray, scale: float) -> np.ndarray:
     """``--expression-scale``: expression PCA codes ``(T,n)`` pushed away from (scale > 1) or towards (< 1) a neutral code."""
     return neutral[None] + float(scale) * (codes - neutral[None])

@@ -270,6 +270,7 @@ class TalkingHeadPipeline:
             blink: add random blinks (seeded by ``seed``) to Ψ's expression.
         """
         from ..audio.windows import num_frames, samples_per_frame
+        from ..data.pca import open_rate
         from ..geometry.pose import apply_pose
         from . import controls
         from .inputs import PoseTrack, load_pose_track, load_reference, resample
@@ -331,6 +332,10 @@ class TalkingHeadPipeline:
             codes = predict_codes(expr.net, prepared.ref_code, frames_at(expr.audio_rate), self.settings.chunk * 4,
                                   timer)
             codes = controls.smooth(codes, self.settings.code_smooth_taps)
+            # the openings of the reference clip's own mouth (Ψ alone opens about half as wide)
+            codes = controls.match_opening(codes, prepared.ref_code,
+                                           lambda c: open_rate(pca.decode(c, prepared.identity_offset)),
+                                           prepared.open_std)
             info["expression"] = "psi"
         if expression_scale != 1.0:
             codes = controls.scale_expression(codes, prepared.neutral_code, expression_scale)
