@@ -144,6 +144,11 @@ def test_video_reference_uses_its_own_motion_and_several_shots(tiny_pipe, video_
 
     assert prepared.open_std == pytest.approx(np.std(open_rate(np.asarray(video_ref.frontal, np.float64))))
     assert prepared_photo.open_std is None  # a photo: Ψ's own openings
+    from rhythmhead.inference.reference import PHOTO_SHIFT
+
+    style = tiny_pipe.bundle.style  # a photo: a typical speaker's turns, half the shifts
+    np.testing.assert_allclose(prepared_photo.motion_std, style.pose_std * PHOTO_SHIFT)
+    assert (prepared_photo.motion_std[3:] < style.pose_std[3:]).all()
     spread = lambda p: 1.4826 * np.median(np.abs(p - np.median(p, 0)), 0)  # noqa: E731
     shaped = tiny_pipe(prepared, audio_1s, blink=False).poses
     plain = tiny_pipe(dataclasses.replace(prepared, motion_std=None), audio_1s, blink=False).poses
