@@ -121,6 +121,8 @@ def test_fold_training_config_holds_out_one_fold(store):
     from rhythmhead.evaluation.kfold import fold_config
 
     _, cfg = fold_config("motion", 3, 1, max_steps=1, seed=2)
+    _, swept = fold_config("motion", 3, 1, max_steps=1, seed=2, sets=("adv_weight=0", "data.fold=0"))
+    assert swept.adv_weight == 0 and swept.data.fold == 1  # --set overrides, but never the fold's own split
     task_cls, ecfg = fold_config("expression", 3, 1, max_steps=1, seed=2)
     assert (cfg.data.folds, cfg.data.fold, cfg.data.split_seed, cfg.trainer.max_steps) == (3, 1, 2, 1)
     assert ecfg.data.pca == ""  # the PCA is fitted on the fold's training clips
@@ -201,6 +203,7 @@ def test_kfold_cli_expression(store, tmp_path, capsys):
     (["--folds", 2, "--models", "x"], "either --models"),
     (["--folds", 2, "--split", "all"], "--split only applies"),
     (["--models", "x", "--max-steps", 3], "--max-steps only apply"),
+    (["--models", "x", "--set", "adv_weight=0"], "--set only apply"),
 ])
 def test_bad_kfold_input_is_one_line(store, tmp_path, capsys, args, message):
     for stage in ("motion", "expression"):

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .kfold import kfold_options
 
 TABLE_COLUMNS = ("lmd_mouth_px", "lmd_all_px", "open_std_ratio", "bilabial_closure_rate", "mouth_env_corr")
 METHODS = ("model", "model_smoothed", "mean_expression", "reference_held", "pca_reconstruction", "real")
@@ -208,21 +209,12 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="REPORT.json", help="Report file.")
 @click.option("--models", type=click.Path(), metavar="RUN",
               help="Training run folder or expression export (.safetensors), scored on its own held-out speakers.")
-@click.option("--folds", type=int, metavar="K",
-              help="Instead of --models: speaker-grouped K-fold cross-validation (a fresh Ψ and PCA per fold, fitted "
-                   "on the other folds, scored on its own).")
-@click.option("--work", type=click.Path(file_okay=False), metavar="DIR",
-              help="With --folds: fold runs in DIR/fold_<f>; an exported fold is reused, an interrupted one resumed. "
-                   "[default: REPORT_folds beside --out]")
-@click.option("--preset", type=click.Choice(["fast", "paper"]), help="With --folds: training preset. [default: fast]")
-@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
-              help="With --folds: training steps per fold. [default: the preset's]")
-@click.option("--seed", type=int, help="With --folds: seed of the fold assignment (data.split_seed). [default: 0]")
+@kfold_options("a fresh Ψ and its PCA")
 @click.option("--split", type=click.Choice(["val", "all"]),
               help="With --models: held-out speakers of the run's split, or every clip. [default: val]")
 @click.option("--device", default="cpu", show_default=True, help="torch device (training and evaluation).")
 def command(data: str, out: str, models: str | None, folds: int | None, work: str | None, preset: str | None,
-            max_steps: int | None, seed: int | None, split: str | None, device: str) -> None:
+            max_steps: int | None, seed: int | None, sets: tuple[str, ...], split: str | None, device: str) -> None:
     """Evaluate the expression learner Ψ on held-out speakers against mean / held-reference baselines.
 
     Columns: mouth and all-point LMD (px), mouth-opening std ratio generated ÷ real, bilabial closure rate, correlation
@@ -237,10 +229,10 @@ def command(data: str, out: str, models: str | None, folds: int | None, work: st
     from .kfold import check_options, run_command
     from .report import format_table, write_report
 
-    check_options(models, folds, split, work, max_steps, preset, seed)
+    check_options(models, folds, split, work, max_steps, preset, seed, sets)
     if folds is not None:
         run_command("expression", data, out, folds, work, preset, max_steps, seed, device,
-                    lambda d, run: evaluate_expression(d, run, "val", device), TABLE_COLUMNS)
+                    lambda d, run: evaluate_expression(d, run, "val", device), TABLE_COLUMNS, sets)
         return
     settings, methods = evaluate_expression(data, models, split or "val", device)
     click.echo(f"{len(settings['clips'])} clips, {settings['test_frames']} test frames")

@@ -155,6 +155,36 @@ def cross_validate(stage: str, data: str | Path, folds: int, work: str | Path, e
     return settings, mean, {"std": std, "folds": fold_info}
 
 
+def kfold_options(fresh: str):
+    """The cross-validation options shared by ``evaluate motion`` and ``evaluate expression`` (``fresh``: what each
+    fold trains, for the help text): ``--folds --work --preset --max-steps --seed --set``."""
+    import click
+
+    options = [
+        click.option("--folds", type=int, metavar="K",
+                     help=f"Instead of --models: speaker-grouped K-fold cross-validation ({fresh} per fold, trained on "
+                          "the other folds, scored on its own)."),
+        click.option("--work", type=click.Path(file_okay=False), metavar="DIR",
+                     help="With --folds: fold runs in DIR/fold_<f>; an exported fold is reused, an interrupted one "
+                          "resumed. [default: REPORT_folds beside --out]"),
+        click.option("--preset", type=click.Choice(["fast", "paper"]),
+                     help="With --folds: training preset. [default: fast]"),
+        click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
+                     help="With --folds: training steps per fold. [default: the preset's]"),
+        click.option("--seed", type=int, help="With --folds: seed of the fold assignment (data.split_seed). "
+                                               "[default: 0]"),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="With --folds: override a training config field, as `rhythmhead train --set` "
+                          "(repeatable)."),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
 def check_options(models, folds, split, work, max_steps, preset, seed, sets=()) -> None:
     """The evaluate commands take either ``--models`` (one trained run) or ``--folds`` (cross-validation) and the
     options of that mode only; InputError otherwise."""

@@ -44,6 +44,7 @@ import torch
 
 from ..errors import InputError
 from . import motion_stats
+from .kfold import kfold_options
 
 POSE_NAMES = ("rx", "ry", "rz", "tx", "ty", "tz")
 TABLE_COLUMNS = ("l1_rot_deg", "l1_trans_px", "std_ratio_rot", "std_ratio_trans", "dP_ratio_rot", "dP_ratio_trans",
@@ -216,18 +217,7 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="REPORT.json", help="Report file.")
 @click.option("--models", type=click.Path(), metavar="RUN",
               help="Training run folder or motion export (.safetensors), scored on its own held-out speakers.")
-@click.option("--folds", type=int, metavar="K",
-              help="Instead of --models: speaker-grouped K-fold cross-validation (a fresh Φ per fold, trained on the "
-                   "other folds, scored on its own).")
-@click.option("--work", type=click.Path(file_okay=False), metavar="DIR",
-              help="With --folds: fold runs in DIR/fold_<f>; an exported fold is reused, an interrupted one resumed. "
-                   "[default: REPORT_folds beside --out]")
-@click.option("--preset", type=click.Choice(["fast", "paper"]), help="With --folds: training preset. [default: fast]")
-@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
-              help="With --folds: training steps per fold. [default: the preset's]")
-@click.option("--seed", type=int, help="With --folds: seed of the fold assignment (data.split_seed). [default: 0]")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="With --folds: override a training config field, as `rhythmhead train --set` (repeatable).")
+@kfold_options("a fresh Φ")
 @click.option("--split", type=click.Choice(["val", "all"]),
               help="With --models: held-out speakers of the run's split, or every clip. [default: val]")
 @click.option("--sigma", type=click.FloatRange(min=0.1), default=motion_stats.DEFAULT_SIGMA, show_default=True,
