@@ -123,3 +123,15 @@ def test_match_opening_widens_the_mouth_to_the_reference_spread():
     assert np.isclose(opening(controls.match_opening(codes, ref, opening, 10 * base)).std(), 2.0 * base, rtol=1e-3)
     np.testing.assert_array_equal(controls.match_opening(codes, ref, opening, 0.5 * base), codes)  # never damped
     assert controls.match_opening(codes, ref, opening, None) is codes
+
+
+def test_rest_in_silence_closes_the_mouth_in_pauses_only():
+    codes = np.ones((60, 3), np.float32)
+    speech = np.ones(60, bool)
+    speech[20:45] = False
+    out = controls.rest_in_silence(codes, np.zeros(3), speech)
+    np.testing.assert_array_equal(out[speech], codes[speech])  # speech untouched
+    assert (out[26:39] == 0).all()  # inside the pause: the rest shape
+    assert 0 < out[21, 0] < 1 and 0 < out[43, 0] < 1  # eased in and out
+    assert np.all(np.diff(out[20:33, 0]) <= 0)
+    assert controls.rest_in_silence(codes, None, speech) is codes

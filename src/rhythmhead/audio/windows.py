@@ -173,3 +173,19 @@ def onset_frames(wave: np.ndarray, rate: int, n_frames: int, fps: float = 25, *,
     times = (peaks * hop + win / 2) / rate
     idx = np.unique(np.floor(times * fps + 1e-9).astype(np.int64))
     return idx[(idx >= 0) & (idx < n_frames)]
+
+
+SPEECH_REL = 0.10  # speech: RMS envelope above 10 % of its 95th percentile, dilated by SPEECH_PAD frames
+SPEECH_PAD = 5
+
+
+def speech_frames(env) -> np.ndarray:
+    """``(T,)`` bool: frames in or near speech (envelope above ``SPEECH_REL`` of its 95th percentile, ± ``SPEECH_PAD``
+    frames, so the silent closure of a /p/ or /b/ inside a word counts as speech)."""
+    e = np.asarray(env, np.float64)
+    if e.size == 0:
+        return np.zeros(0, bool)
+    loud = e > SPEECH_REL * max(float(np.percentile(e, 95)), 1e-12)
+    from scipy.ndimage import binary_dilation
+
+    return binary_dilation(loud, np.ones(2 * SPEECH_PAD + 1, bool)) if loud.any() else loud

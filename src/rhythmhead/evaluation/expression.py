@@ -106,7 +106,8 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
     from ..audio.windows import envelope
     from ..data.pca import closed_mouth_frame, open_rate
     from ..geometry.pose import apply_pose
-    from ..inference.controls import match_opening, smooth
+    from ..audio.windows import speech_frames
+    from ..inference.controls import match_opening, rest_in_silence, smooth
     from ..inference.pipeline import InferenceSettings
     from ..training.learner_data import config_split, load_clips
     from . import metrics
@@ -138,10 +139,11 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
         codes = predict_codes(loaded.net, clip.windows[test], ref_code, device)
         frontals = {
             "model": pca.decode(codes, offset),
-            "model_smoothed": pca.decode(match_opening(smooth(codes, code_taps), ref_code,
-                                                       lambda c: open_rate(pca.decode(c, offset)),
-                                                       float(np.std(open_rate(ref_frontal.astype(np.float64))))),
-                                         offset),
+            "model_smoothed": pca.decode(rest_in_silence(
+                match_opening(smooth(codes, code_taps), ref_code, lambda c: open_rate(pca.decode(c, offset)),
+                              float(np.std(open_rate(ref_frontal.astype(np.float64))))),
+                pca.encode(ref_frontal[closed_mouth_frame(ref_frontal)][None], offset)[0],
+                speech_frames(envelope(clip.wave, rate, clip.n_frames, fps))[test]), offset),
             "mean_expression": np.repeat(pca.decode(np.zeros(pca.n_components, np.float32), offset)[None], n, 0),
             "reference_held": np.repeat(ref_frontal[closed_mouth_frame(ref_frontal)][None], n, 0),
             "pca_reconstruction": pca.decode(pca.encode(real_frontal, offset), offset),

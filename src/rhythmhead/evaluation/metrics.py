@@ -22,6 +22,7 @@ import torch
 from scipy import linalg
 from skimage.metrics import structural_similarity
 
+from ..audio.windows import SPEECH_PAD, SPEECH_REL, speech_frames  # noqa: F401  (one definition, shared with inference)
 from ..errors import InputError
 
 MOUTH_68 = slice(48, 68)  # iBUG 68-point mouth (outer 48–59, inner 60–67)
@@ -118,21 +119,7 @@ CLOSURE_REL = 0.15  # closed: opening below min + 15 % of the clip's opening ran
 CLOSURE_ABS_PX = 1.0  # … or below this absolute inner-lip gap (crop px), whichever is larger
 OPEN_REL = 0.40  # "after being open": above min + 40 % of the range within the OPEN_LOOKBACK frames before
 OPEN_LOOKBACK = 8
-SPEECH_REL = 0.10  # speech: RMS envelope above 10 % of its 95th percentile, dilated by SPEECH_PAD frames
-SPEECH_PAD = 5
 CLOSURE_TOL = 2  # a generated mouth closes "with" the real one within ±2 frames
-
-
-def speech_frames(env) -> np.ndarray:
-    """``(T,)`` bool: frames in or near speech (envelope above ``SPEECH_REL`` of its 95th percentile, ± ``SPEECH_PAD``
-    frames, so the silent closure of a /p/ or /b/ inside a word counts as speech)."""
-    e = np.asarray(env, np.float64)
-    if e.size == 0:
-        return np.zeros(0, bool)
-    loud = e > SPEECH_REL * max(float(np.percentile(e, 95)), 1e-12)
-    from scipy.ndimage import binary_dilation
-
-    return binary_dilation(loud, np.ones(2 * SPEECH_PAD + 1, bool)) if loud.any() else loud
 
 
 def closure_threshold(opening) -> float:

@@ -160,6 +160,24 @@ def match_opening(codes: np.ndarray, reference_code: np.ndarray, opening, target
     return (reference_code[None] + gain * dev).astype(codes.dtype)
 
 
+REST_RAMP = 4  # frames over which the mouth settles into, and leaves, its rest shape around a pause
+
+
+def rest_in_silence(codes: np.ndarray, rest_code: np.ndarray | None, speech: np.ndarray) -> np.ndarray:
+    """Ψ's codes ``(T, n)`` brought to ``rest_code (n,)`` — the reference's own closed-mouth expression — where
+    ``speech (T,)`` is False (pauses of the speech, :func:`rhythmhead.audio.windows.speech_frames`), over a
+    ``REST_RAMP``-frame cosine ramp: Ψ, trained on speech, leaves the mouth half open in silence. ``rest_code`` None
+    returns the codes."""
+    if rest_code is None or len(codes) == 0 or np.all(speech):
+        return codes
+    from scipy.ndimage import distance_transform_edt
+
+    quiet = ~np.asarray(speech, bool)
+    ramp = np.clip(distance_transform_edt(quiet) / (REST_RAMP + 1), 0.0, 1.0)  # frames from the nearest speech
+    weight = (0.5 - 0.5 * np.cos(np.pi * ramp))[:, None]
+    return (codes * (1.0 - weight) + np.asarray(rest_code, np.float64)[None] * weight).astype(codes.dtype)
+
+
 def scale_expression(codes: np.ndarray, neutral: np.ndarray, scale: float) -> np.ndarray:
     """``--expression-scale``: expression PCA codes ``(T,n)`` pushed away from (scale > 1) or towards (< 1) a neutral code."""
     return neutral[None] + float(scale) * (codes - neutral[None])

@@ -269,7 +269,7 @@ class TalkingHeadPipeline:
             expression_scale: amplitude of the expression about the neutral face.
             blink: add random blinks (seeded by ``seed``) to Ψ's expression.
         """
-        from ..audio.windows import num_frames, samples_per_frame
+        from ..audio.windows import envelope, num_frames, samples_per_frame, speech_frames
         from ..data.pca import open_rate
         from ..geometry.pose import apply_pose
         from . import controls
@@ -336,6 +336,10 @@ class TalkingHeadPipeline:
             codes = controls.match_opening(codes, prepared.ref_code,
                                            lambda c: open_rate(pca.decode(c, prepared.identity_offset)),
                                            prepared.open_std)
+            # the reference's closed mouth in the pauses
+            psi_audio = frames_at(expr.audio_rate)
+            speech = speech_frames(envelope(psi_audio.wave, expr.audio_rate, n, FPS))
+            codes = controls.rest_in_silence(codes, prepared.rest_code, speech)
             info["expression"] = "psi"
         if expression_scale != 1.0:
             codes = controls.scale_expression(codes, prepared.neutral_code, expression_scale)

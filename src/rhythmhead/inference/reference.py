@@ -59,6 +59,8 @@ class PreparedReference:
             the motion may reach, :func:`controls.shape_motion`), None likewise.
         open_std: the std of the reference clip's mouth opening (crop px), which Ψ's openings are given
             (:func:`controls.match_opening`); None for a photo.
+        rest_code: ``(n,)`` the code of the reference's closed-mouth frame (identity removed): the mouth in the
+            pauses of the speech (:func:`controls.rest_in_silence`).
         ref_code: ``(n,)`` Ψ's reference input; identity_offset ``(68, 3)``; neutral_code ``(n,)``.
         finetune_history: per-step losses when fine-tuned.
         notes: warnings for the user.
@@ -86,6 +88,7 @@ class PreparedReference:
     motion_std: np.ndarray | None
     motion_speed: np.ndarray | None
     open_std: float | None
+    rest_code: np.ndarray
     ref_code: np.ndarray
     identity_offset: np.ndarray
     neutral_code: np.ndarray
@@ -282,7 +285,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         device: where the tensors live.
         notes: warnings gathered so far (appended to).
     """
-    from ..data.pca import open_rate
+    from ..data.pca import closed_mouth_frame, open_rate
     from ..geometry.mesh import build_textured_mesh, landmark_weights, unproject
 
     notes = list(notes or [])
@@ -340,6 +343,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
     ref_code = np.asarray(pca.reference_code(frontal, keep_identity=bundle.expression.keep_identity), np.float32)
     neutral = np.asarray(pca.encode(pca.template, np.zeros_like(pca.template)), np.float32)
     open_std = None if ref.is_image or n_frames < 2 else float(np.std(open_rate(frontal.astype(np.float64))))
+    rest_code = np.asarray(pca.encode(frontal[closed_mouth_frame(frontal)][None], identity)[0], np.float32)
 
     # 5. G: optional fine-tuning of a copy, then the K-shot embedding (once).
     generator = gen_model.frozen if gen_model.frozen is not None else gen_model.net
@@ -357,7 +361,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         reference=ref, shots=idx, shot_poses=ref.pose[idx].astype(np.float32), ref_images=ref_images,
         ref_labels=ref_labels, embedding=embedding, generator=generator, mesh=mesh,
         key_frontal=key_frontal, anchor_pose=anchor, motion_weight=w, motion_bias=b,
-        recenter=source != "reference", motion_source=source, motion_std=amplitude[0], motion_speed=amplitude[1], open_std=open_std, ref_code=ref_code, identity_offset=identity,
+        recenter=source != "reference", motion_source=source, motion_std=amplitude[0], motion_speed=amplitude[1], open_std=open_std, rest_code=rest_code, ref_code=ref_code, identity_offset=identity,
         neutral_code=neutral, finetune_history=history, notes=notes,
         regions=None if ref.is_image else region_bank(np.asarray(ref.frontal), np.asarray(ref.landmarks)),
         mouth_net=bundle.mouth, deform_weights=landmark_weights(mesh, torch.from_numpy(key_frontal)),
