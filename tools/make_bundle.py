@@ -45,7 +45,7 @@ def style_from_store(motion, store_dir: str | Path, device: str = "cpu", echo=pr
     from rhythmhead.data.store import ClipStore
     from rhythmhead.errors import InputError
     from rhythmhead.inference.bundle import MotionStyle
-    from rhythmhead.inference.controls import motion_speed, motion_std
+    from rhythmhead.inference.controls import motion_amplitude
     from rhythmhead.inference.reference import encode_motion
 
     store = ClipStore(store_dir)
@@ -62,8 +62,9 @@ def style_from_store(motion, store_dir: str | Path, device: str = "cpu", echo=pr
         biases.append(b[0].cpu().numpy())
         tau = max(1, min(len(pose), motion.tau))
         anchors.append(pose[:tau].mean(0))
-        stds.append(motion_std(pose, motion.smooth_taps))
-        speeds.append(motion_speed(pose, motion.smooth_taps))
+        std, speed = motion_amplitude(pose, motion.smooth_taps)
+        stds.append(std)
+        speeds.append(speed)
     if not weights:
         raise InputError("no clip with speech to compute the motion style from", store_dir)
     echo(f"motion style from {len(weights)} clips of {store_dir}")

@@ -85,6 +85,11 @@ def test_identity_is_removed():
     k = closed_mouth_frame(clips[1])
     single = pca.reference_code(clips[1][k:k + 1], keep_identity=False)
     np.testing.assert_allclose(single, pca.encode(pca.template, 0 * pca.template), atol=1e-3)
+    np.testing.assert_allclose(single, pca.neutral_code, atol=1e-3)
+    # the neutral code, decoded with a clip's identity offset, is that clip's closed mouth (within the subspace)
+    closed = pca.decode(pca.neutral_code, pca.identity_offset(clips[1]))
+    np.testing.assert_allclose(open_rate(closed), open_rate(clips[1][k]), atol=0.2)
+    assert open_rate(closed) < np.percentile(open_rate(clips[1]), 25)
 
 
 def test_closed_mouth_frame():

@@ -136,10 +136,11 @@ def test_video_reference_uses_its_own_motion_and_several_shots(tiny_pipe, video_
     assert np.abs(rot[:, None] - rot[None]).sum(-1).max() > 0.05  # spread over the clip's head poses
     assert not prepared.recenter
     # the generated motion has the reference clip's own amplitude (Φ gives the timing and direction)
-    from rhythmhead.inference.controls import EASE_FRAMES, motion_std
+    from rhythmhead.inference.controls import EASE_FRAMES, motion_amplitude
 
-    want = motion_std(video_ref.pose, tiny_pipe.bundle.motion.smooth_taps)
+    want, speed = motion_amplitude(video_ref.pose, tiny_pipe.bundle.motion.smooth_taps)
     np.testing.assert_allclose(prepared.motion_std, want)
+    np.testing.assert_allclose(prepared.motion_speed, speed)
     from rhythmhead.data.pca import open_rate
 
     assert prepared.open_std == pytest.approx(np.std(open_rate(np.asarray(video_ref.frontal, np.float64))))

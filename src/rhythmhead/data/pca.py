@@ -76,6 +76,11 @@ class ExpressionPCA:
     explained_variance: np.ndarray
 
     @property
+    def neutral_code(self) -> np.ndarray:
+        """``(n,)`` the template's code: decoded with a clip's identity offset, that clip's own closed-mouth frame."""
+        return np.asarray(self.encode(self.template, np.zeros_like(self.template)), np.float32)
+
+    @property
     def n_components(self) -> int:
         return int(self.components.shape[0])
 

@@ -107,7 +107,7 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
     from ..data.pca import closed_mouth_frame, open_rate
     from ..geometry.pose import apply_pose
     from ..audio.windows import speech_frames
-    from ..inference.controls import match_opening, rest_in_silence, smooth
+    from ..inference.controls import shape_expression
     from ..inference.pipeline import InferenceSettings
     from ..training.learner_data import config_split, load_clips
     from . import metrics
@@ -137,24 +137,24 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
         n = clip.n_frames - n_ref
         real_frontal = clip.frontal[test]
         codes = predict_codes(loaded.net, clip.windows[test], ref_code, device)
+        env_all = envelope(clip.wave, rate, clip.n_frames, fps)
+        speech = speech_frames(env_all)[test]
         frontals = {
             "model": pca.decode(codes, offset),
-            "model_smoothed": pca.decode(rest_in_silence(
-                match_opening(smooth(codes, code_taps), ref_code, lambda c: open_rate(pca.decode(c, offset)),
-                              float(np.std(open_rate(ref_frontal.astype(np.float64))))),
-                pca.encode(ref_frontal[closed_mouth_frame(ref_frontal)][None], offset)[0],
-                speech_frames(envelope(clip.wave, rate, clip.n_frames, fps))[test]), offset),
+            "model_smoothed": pca.decode(shape_expression(
+                codes, code_taps, ref_code, lambda c: open_rate(pca.decode(c, offset)),
+                float(np.std(open_rate(ref_frontal.astype(np.float64)))), pca.neutral_code,
+                speech), offset),
             "mean_expression": np.repeat(pca.decode(np.zeros(pca.n_components, np.float32), offset)[None], n, 0),
             "reference_held": np.repeat(ref_frontal[closed_mouth_frame(ref_frontal)][None], n, 0),
             "pca_reconstruction": pca.decode(pca.encode(real_frontal, offset), offset),
             "real": real_frontal,
         }
         pose = torch.from_numpy(clip.pose[test]).double()
-        env_all = envelope(clip.wave, rate, clip.n_frames, fps)
         env = env_all[test]
         real_xy = clip.landmarks[test, :, :2]
         real_open = open_rate(real_frontal)
-        events = metrics.closure_events(real_open, metrics.speech_frames(env_all)[test])
+        events = metrics.closure_events(real_open, speech)
         threshold = metrics.closure_threshold(real_open)
         for name, frontal in frontals.items():
             posed = apply_pose(torch.from_numpy(np.asarray(frontal, np.float64)), pose).numpy()

@@ -121,7 +121,7 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
     The clips are the val side of the export's own split (``data.folds``/``data.fold`` when it was trained on a fold,
     else ``data.val_fraction``), or every clip with ``split="all"``."""
     from ..audio.windows import onset_frames
-    from ..inference.controls import POSE_SMOOTH_TAPS, motion_speed, motion_std, shape_motion
+    from ..inference.controls import POSE_SMOOTH_TAPS, motion_amplitude, shape_motion
     from ..training.learner_data import config_split, eval_windows, load_clips, smooth_time
 
     loaded = load_motion(models, device)
@@ -156,8 +156,7 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
             onsets = onset_frames(wave, rate, pred_n, fps)
             candidates = {
                 "model": pred,
-                "model_smoothed": shape_motion(pred, motion_std(clip.pose[ref], taps),
-                                               motion_speed(clip.pose[ref], taps), ease=(False, True)),
+                "model_smoothed": shape_motion(pred, *motion_amplitude(clip.pose[ref], taps), ease=(False, True)),
                 "static": np.repeat(last[None], pred_n, 0),
                 "replay": replay_motion(poses[ci][ref], pred_n),
                 "mean_motion": np.repeat(mean[None].astype(np.float64), pred_n, 0),

@@ -121,9 +121,8 @@ class MotionStyle:
         anchor_pose: ``(6,)`` float32 raw mean pose of the clip(s) the style comes from (rad, px).
         source: where it came from (for messages and reports).
         pose_std: ``(6,)`` float32 the motion amplitude of a typical speaker of those clips (the mean over clips of
-            :func:`rhythmhead.inference.controls.motion_std`), which inference gives a photo's motion; None in style
-            files written before it existed; pose_speed: ``(6,)`` likewise their mean |Δ| per frame
-            (:func:`~rhythmhead.inference.controls.motion_speed`).
+            :func:`rhythmhead.inference.controls.motion_amplitude`), which inference gives a photo's motion; None in
+            style files written before it existed; pose_speed: ``(6,)`` likewise their mean |Δ| per frame.
     """
 
     weight: np.ndarray

@@ -105,7 +105,7 @@ def shape_motion(poses: np.ndarray, target_std: np.ndarray | None, target_speed:
     of the speech (``ease``: at the start, at the end — ``evaluate motion`` eases only the end of a window, which is
     where its audio ends). ``target_std`` None: smoothing only."""
     if target_std is None or len(poses) < 2:
-        return match_amplitude(smooth(poses, taps), None)
+        return smooth(poses, taps)
     # Φ's first and last frames (its convolutions' zero padding at the ends of the speech) swing far once amplified:
     # they neither set the gain nor show — the motion eases in from, and out to, its median pose over EASE_FRAMES
     n = min(EASE_FRAMES, len(poses) // 3)
@@ -127,17 +127,14 @@ def shape_motion(poses: np.ndarray, target_std: np.ndarray | None, target_speed:
     return (center + (out - center) * ramp[:, None]).astype(out.dtype)
 
 
-def motion_std(poses: np.ndarray, taps: int) -> np.ndarray:
-    """The motion amplitude of a reference: per-channel std over time of its poses ``(T, 6)`` smoothed with ``taps``
-    (as Φ's training targets are)."""
-    return smooth(np.asarray(poses, np.float32), taps).std(0).astype(np.float32)
-
-
-def motion_speed(poses: np.ndarray, taps: int) -> np.ndarray:
-    """The tempo of a reference's motion: per-channel mean |Δ| per frame of its poses ``(T, 6)`` smoothed with
-    ``taps``."""
+def motion_amplitude(poses: np.ndarray, taps: int) -> tuple[np.ndarray, np.ndarray]:
+    """How much and how fast a reference moves, the targets of :func:`shape_motion`: per channel, the std over time
+    and the mean |Δ| per frame of its poses ``(T, 6)`` smoothed with ``taps`` (as Φ's training targets are), in raw
+    units (rad, px; ``evaluation.motion_stats`` reports the same statistics in degrees) → ``(std (6,), speed (6,))``
+    float32."""
     sm = smooth(np.asarray(poses, np.float32), taps)
-    return (np.abs(np.diff(sm, axis=0)).mean(0) if len(sm) > 1 else np.zeros(sm.shape[1:])).astype(np.float32)
+    speed = np.abs(np.diff(sm, axis=0)).mean(0) if len(sm) > 1 else np.zeros(sm.shape[1:])
+    return sm.std(0).astype(np.float32), speed.astype(np.float32)
 
 
 def match_opening(codes: np.ndarray, reference_code: np.ndarray, opening, target_std: float | None,
@@ -176,6 +173,14 @@ def rest_in_silence(codes: np.ndarray, rest_code: np.ndarray | None, speech: np.
     ramp = np.clip(distance_transform_edt(quiet) / (REST_RAMP + 1), 0.0, 1.0)  # frames from the nearest speech
     weight = (0.5 - 0.5 * np.cos(np.pi * ramp))[:, None]
     return (codes * (1.0 - weight) + np.asarray(rest_code, np.float64)[None] * weight).astype(codes.dtype)
+
+
+def shape_expression(codes: np.ndarray, taps: int, reference_code: np.ndarray, opening, open_std: float | None,
+                     rest_code: np.ndarray, speech: np.ndarray) -> np.ndarray:
+    """What inference does to Ψ's codes ``(T, n)`` (and what ``evaluate expression`` scores as ``model_smoothed``):
+    :func:`smooth` with ``taps``, :func:`match_opening` to the reference's opening spread ``open_std`` (None: a
+    photo), :func:`rest_in_silence` with the closed-mouth ``rest_code`` where ``speech (T,)`` is False."""
+    return rest_in_silence(match_opening(smooth(codes, taps), reference_code, opening, open_std), rest_code, speech)
 
 
 def scale_expression(codes: np.ndarray, neutral: np.ndarray, scale: float) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .controls import motion_speed, motion_std
+from .controls import motion_amplitude
 
 CROP = 256  # reference crops and all landmark/pose pixel units are in the 256² crop
 
@@ -59,8 +59,6 @@ class PreparedReference:
             the motion may reach, :func:`controls.shape_motion`), None likewise.
         open_std: the std of the reference clip's mouth opening (crop px), which Ψ's openings are given
             (:func:`controls.match_opening`); None for a photo.
-        rest_code: ``(n,)`` the code of the reference's closed-mouth frame (identity removed): the mouth in the
-            pauses of the speech (:func:`controls.rest_in_silence`).
         ref_code: ``(n,)`` Ψ's reference input; identity_offset ``(68, 3)``; neutral_code ``(n,)``.
         finetune_history: per-step losses when fine-tuned.
         notes: warnings for the user.
@@ -88,7 +86,6 @@ class PreparedReference:
     motion_std: np.ndarray | None
     motion_speed: np.ndarray | None
     open_std: float | None
-    rest_code: np.ndarray
     ref_code: np.ndarray
     identity_offset: np.ndarray
     neutral_code: np.ndarray
@@ -264,7 +261,7 @@ def _style_from_clip(motion, clip, device):
     wave = resample(style.wave, style.rate, motion.audio_rate)
     pose = style.reference.pose
     w, b = encode_motion(motion, pose, wave, device)
-    return w, b, (motion_std(pose, motion.smooth_taps), motion_speed(pose, motion.smooth_taps))
+    return w, b, motion_amplitude(pose, motion.smooth_taps)
 
 
 def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shots: int = 8,
@@ -285,7 +282,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         device: where the tensors live.
         notes: warnings gathered so far (appended to).
     """
-    from ..data.pca import closed_mouth_frame, open_rate
+    from ..data.pca import open_rate
     from ..geometry.mesh import build_textured_mesh, landmark_weights, unproject
 
     notes = list(notes or [])
@@ -320,7 +317,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         source = f"style:{name}"
     elif reference_wave is not None and not ref.is_image and n_frames >= 2:
         w, b = encode_motion(motion, ref.pose, reference_wave, device)
-        amplitude = (motion_std(ref.pose, motion.smooth_taps), motion_speed(ref.pose, motion.smooth_taps))
+        amplitude = motion_amplitude(ref.pose, motion.smooth_taps)
         source = "reference"
     else:
         if bundle.style is None:
@@ -341,9 +338,8 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
     frontal = np.asarray(ref.frontal, np.float32)
     identity = np.asarray(pca.identity_offset(frontal), np.float32)
     ref_code = np.asarray(pca.reference_code(frontal, keep_identity=bundle.expression.keep_identity), np.float32)
-    neutral = np.asarray(pca.encode(pca.template, np.zeros_like(pca.template)), np.float32)
+    neutral = pca.neutral_code
     open_std = None if ref.is_image or n_frames < 2 else float(np.std(open_rate(frontal.astype(np.float64))))
-    rest_code = np.asarray(pca.encode(frontal[closed_mouth_frame(frontal)][None], identity)[0], np.float32)
 
     # 5. G: optional fine-tuning of a copy, then the K-shot embedding (once).
     generator = gen_model.frozen if gen_model.frozen is not None else gen_model.net
@@ -361,7 +357,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         reference=ref, shots=idx, shot_poses=ref.pose[idx].astype(np.float32), ref_images=ref_images,
         ref_labels=ref_labels, embedding=embedding, generator=generator, mesh=mesh,
         key_frontal=key_frontal, anchor_pose=anchor, motion_weight=w, motion_bias=b,
-        recenter=source != "reference", motion_source=source, motion_std=amplitude[0], motion_speed=amplitude[1], open_std=open_std, rest_code=rest_code, ref_code=ref_code, identity_offset=identity,
+        recenter=source != "reference", motion_source=source, motion_std=amplitude[0], motion_speed=amplitude[1], open_std=open_std, ref_code=ref_code, identity_offset=identity,
         neutral_code=neutral, finetune_history=history, notes=notes,
         regions=None if ref.is_image else region_bank(np.asarray(ref.frontal), np.asarray(ref.landmarks)),
         mouth_net=bundle.mouth, deform_weights=landmark_weights(mesh, torch.from_numpy(key_frontal)),
