@@ -194,13 +194,15 @@ class MouthSynthesis:
     """A photo's mouths: the mouth synthesis network (:mod:`rhythmhead.models.mouth`) over each frame's mouth crop,
     from the reference's one mouth, blended into frames of one output size through the soft lip mask.
 
-    The network reads exactly what it was trained on (:func:`rhythmhead.geometry.mouth.mouth_inputs` of the 256²
-    reference crop for the target's 256²-crop landmarks); its crop goes into the ``size``² frame through the same
-    affine scaled by ``size / 256``.
+    The network reads what it was trained on (:func:`rhythmhead.geometry.mouth.mouth_inputs`: the reference's mouth
+    aligned to the target's 256²-crop landmarks, in the network's mouth crop); the reference may be the key frame
+    cropped at any resolution (the pipeline gives the full-resolution texture, up to 2 × the output side, so that the
+    mouth crop is cut from the source's sharper pixels). The network's crop goes into the ``size``² frame through
+    the same affine scaled by ``size / 256``.
 
     Args:
         net: a :class:`~rhythmhead.models.mouth.MouthNet` (eval mode).
-        reference: ``(256, 256, 3)`` uint8 the reference crop (the key frame); reference_landmarks ``(68, ≥2)``.
+        reference: ``(R, R, 3)`` uint8 the key frame's crop; reference_landmarks ``(68, ≥2)`` in its pixels.
         size: output frame side.
     """
 

@@ -209,7 +209,8 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
                     # rasterised at G's size (uv is piecewise affine: resizing it loses nothing that shows)
                     d_uv, d_cover, d_face = render_uv(prepared.mesh, torch.from_numpy(poses[b0:b1]), g_size, verts,
                                                       scale=g_size / CROP)
-                    face_hi = sample_uv(sources.texture, d_uv, d_cover, size, uv_scale=size / CROP, mode="bicubic")
+                    face_hi = sample_uv(sources.texture, d_uv, d_cover, size, uv_scale=sources.texture.shape[0] / CROP,
+                                        mode="bicubic", supersample=sources.supersample)
                     face_hi = face_hi.permute(0, 3, 1, 2).float().to(device) / 127.5 - 1.0
                     mask_hi = mouth_mask(torch.from_numpy(lmk[b0:b1, :, :2] * (size / CROP)), size,
                                          mouth_margin).to(device)
