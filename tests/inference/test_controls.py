@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 
+from rhythmhead.face.landmarks import canonical_68
 from rhythmhead.inference import controls
 
 
@@ -111,18 +113,37 @@ def test_shape_motion_eases_in_and_out():
     assert np.abs(out[-1] - center).max() < 0.2 * np.abs(out[20:-20] - center).max()
 
 
-def test_match_opening_widens_the_mouth_to_the_reference_spread():
+def test_map_openings_gives_the_reference_distribution_and_closes_the_lips():
+    """Quantile mapping about the closed mouth: every frame keeps its rank and its mouth shape (the direction from
+    the rest code), the openings take the reference's distribution — its closed frames included — and no mouth
+    opens more than OPEN_MAX_GAIN times Ψ's."""
     rng = np.random.default_rng(3)
-    ref = np.array([1.0, 0.0, 0.0])
-    codes = ref + rng.normal(0, 0.1, (200, 3)) * np.array([1.0, 0.2, 0.2])
-    opening = lambda c: 2.0 + 5.0 * c[:, 0]  # noqa: E731  (a mouth opening linear in the first code)
-    base = opening(codes).std()
-    out = controls.match_opening(codes, ref, opening, 1.5 * base)
-    assert np.isclose(opening(out).std(), 1.5 * base, rtol=1e-3)
-    np.testing.assert_allclose(out - ref, 1.5 * (codes - ref), rtol=1e-3)  # one gain about the reference code
-    assert np.isclose(opening(controls.match_opening(codes, ref, opening, 10 * base)).std(), 2.0 * base, rtol=1e-3)
-    np.testing.assert_array_equal(controls.match_opening(codes, ref, opening, 0.5 * base), codes)  # never damped
-    assert controls.match_opening(codes, ref, opening, None) is codes
+    rest = np.array([0.0, 0.0, 0.0])
+    t = np.arange(300)
+    # Ψ-like: a mouth that never closes (2 … 4 px), the real one closes a fifth of the time and opens to 5 px
+    codes = np.stack([3.0 + np.sin(t / 3.0), 0.3 * np.cos(t / 5.0), 0.1 * rng.normal(size=300)], 1)
+    opening = lambda c: np.abs(c[:, 0])  # noqa: E731  (an opening that is a distance: 0 at the rest code)
+    real = np.concatenate([np.zeros(60), rng.uniform(1.0, 3.6, 240)])
+    out = controls.map_openings(codes, rest, opening, real)
+    o_in, o_out = opening(codes), opening(out)
+    assert np.all(np.diff(o_out[np.argsort(o_in)]) >= -1e-6)  # ranks kept
+    assert np.mean(o_out < 0.1) == pytest.approx(0.2, abs=0.03)  # the reference's share of closed frames
+    assert np.all(o_out <= controls.OPEN_MAX_GAIN * o_in + 1e-6)
+    ratio = (out - rest) / (codes - rest)
+    np.testing.assert_allclose(ratio[:, 1], ratio[:, 0], rtol=1e-5)  # one factor per frame: the same shape
+    assert controls.map_openings(codes, rest, opening, None) is codes  # a photo: Ψ's own openings
+
+
+def test_reference_openings_are_the_speech_frames_openings():
+    from rhythmhead.data.pca import open_rate
+
+    frontal = np.repeat(np.asarray(canonical_68(), np.float64)[None], 20, 0)
+    frontal[:, 57, 1] += np.linspace(0, 5, 20)  # the lower inner lip drops
+    speech = np.arange(20) >= 8
+    got = controls.reference_openings(frontal, speech)
+    np.testing.assert_allclose(got, open_rate(frontal)[speech])
+    np.testing.assert_allclose(controls.reference_openings(frontal, None), open_rate(frontal))
+    assert controls.reference_openings(frontal[:1]) is None
 
 
 def test_rest_in_silence_closes_the_mouth_in_pauses_only():

@@ -21,8 +21,9 @@ Baselines on the same frames: ``mean_expression`` (the PCA mean, code 0, + the i
 reference's closed-mouth frontal landmarks held: Ψ's "static"), and the ceiling ``pca_reconstruction`` (the real
 frontal landmarks through the PCA: the best any code can do). ``real`` gives the real landmarks' statistics.
 ``model_smoothed`` is Ψ's codes shaped as inference shapes them: smoothed (:func:`rhythmhead.inference.controls.smooth`
-with the pipeline's default ``code_smooth_taps``), then their openings given the reference frames' spread
-(:func:`rhythmhead.inference.controls.match_opening`).
+with the pipeline's default ``code_smooth_taps``), their openings given the distribution of the reference frames'
+openings during speech (:func:`rhythmhead.inference.controls.map_openings`), the closed mouth in the pauses
+(:func:`rhythmhead.inference.controls.shape_expression`).
 
 Without ``--models``, ``--folds K`` runs the speaker-grouped K-fold cross-validation of
 :mod:`rhythmhead.evaluation.kfold` (a fresh Ψ and expression PCA per fold, fitted on the other folds).
@@ -107,7 +108,7 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
     from ..data.pca import closed_mouth_frame, open_rate
     from ..geometry.pose import apply_pose
     from ..audio.windows import speech_frames
-    from ..inference.controls import shape_expression
+    from ..inference.controls import OPEN_MAX_GAIN, reference_openings, shape_expression
     from ..inference.pipeline import InferenceSettings
     from ..training.learner_data import config_split, load_clips
     from . import metrics
@@ -138,12 +139,13 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
         real_frontal = clip.frontal[test]
         codes = predict_codes(loaded.net, clip.windows[test], ref_code, device)
         env_all = envelope(clip.wave, rate, clip.n_frames, fps)
-        speech = speech_frames(env_all)[test]
+        speech_all = speech_frames(env_all)
+        speech = speech_all[test]
         frontals = {
             "model": pca.decode(codes, offset),
             "model_smoothed": pca.decode(shape_expression(
-                codes, code_taps, ref_code, lambda c: open_rate(pca.decode(c, offset)),
-                float(np.std(open_rate(ref_frontal.astype(np.float64)))), pca.neutral_code,
+                codes, code_taps, lambda c: open_rate(pca.decode(c, offset)),
+                reference_openings(ref_frontal, speech_all[:n_ref]), pca.neutral_code,
                 speech), offset),
             "mean_expression": np.repeat(pca.decode(np.zeros(pca.n_components, np.float32), offset)[None], n, 0),
             "reference_held": np.repeat(ref_frontal[closed_mouth_frame(ref_frontal)][None], n, 0),
@@ -196,8 +198,9 @@ def evaluate_expression(data: str | Path, models: str | Path, split: str = "val"
         "closure_events": closures["real"][1],
         "pca_components": pca.n_components,
         "baselines": {"model_smoothed": f"Ψ's codes shaped as inference does (inference.controls.smooth, "
-                                        f"{code_taps} taps; controls.match_opening to the reference frames' "
-                                        "opening std)",
+                                        f"{code_taps} taps; controls.map_openings: the openings quantile-mapped "
+                                        "onto the reference frames' speech openings, widened at most "
+                                        f"{OPEN_MAX_GAIN}×; the closed mouth in pauses)",
                       "mean_expression": "PCA mean code + identity offset",
                       "reference_held": "the reference's closed-mouth frame held",
                       "pca_reconstruction": "real landmarks through the PCA (ceiling)",

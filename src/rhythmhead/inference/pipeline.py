@@ -331,12 +331,12 @@ class TalkingHeadPipeline:
         else:
             codes = predict_codes(expr.net, prepared.ref_code, frames_at(expr.audio_rate), self.settings.chunk * 4,
                                   timer)
-            # the openings of the reference clip's own mouth (Ψ alone opens about half as wide), its closed mouth
-            # in the pauses
+            # the openings of the reference clip's own mouth (Ψ alone opens about half as wide and seldom closes),
+            # its closed mouth in the pauses
             speech = speech_frames(envelope(frames_at(expr.audio_rate).wave, expr.audio_rate, n, FPS))
-            codes = controls.shape_expression(codes, self.settings.code_smooth_taps, prepared.ref_code,
+            codes = controls.shape_expression(codes, self.settings.code_smooth_taps,
                                               lambda c: open_rate(pca.decode(c, prepared.identity_offset)),
-                                              prepared.open_std, prepared.neutral_code, speech)
+                                              prepared.reference_openings, prepared.neutral_code, speech)
             info["expression"] = "psi"
         if expression_scale != 1.0:
             codes = controls.scale_expression(codes, prepared.neutral_code, expression_scale)

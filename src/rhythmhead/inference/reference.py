@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .controls import motion_amplitude
+from ..audio.windows import envelope, speech_frames
+from .controls import motion_amplitude, reference_openings
 
 CROP = 256  # reference crops and all landmark/pose pixel units are in the 256² crop
 # the face surface of an output frame is looked up on a grid this many times finer, in the key frame cropped up to
@@ -63,8 +64,8 @@ class PreparedReference:
             the reference clip's own, the style clip's, or the default style's typical speaker's (None: an older
             style file without it — Φ's amplitude as is); motion_speed: ``(6,)`` its mean |Δ| per frame (the tempo
             the motion may reach, :func:`controls.shape_motion`), None likewise.
-        open_std: the std of the reference clip's mouth opening (crop px), which Ψ's openings are given
-            (:func:`controls.match_opening`); None for a photo.
+        reference_openings: the reference clip's inner-lip openings over its speech frames (crop px), whose
+            distribution Ψ's openings are given (:func:`controls.map_openings`); None for a photo.
         ref_code: ``(n,)`` Ψ's reference input; identity_offset ``(68, 3)``; neutral_code ``(n,)``.
         finetune_history: per-step losses when fine-tuned.
         notes: warnings for the user.
@@ -91,7 +92,7 @@ class PreparedReference:
     motion_source: str
     motion_std: np.ndarray | None
     motion_speed: np.ndarray | None
-    open_std: float | None
+    reference_openings: np.ndarray | None
     ref_code: np.ndarray
     identity_offset: np.ndarray
     neutral_code: np.ndarray
@@ -297,7 +298,6 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         device: where the tensors live.
         notes: warnings gathered so far (appended to).
     """
-    from ..data.pca import open_rate
     from ..geometry.mesh import build_textured_mesh, landmark_weights, unproject
 
     notes = list(notes or [])
@@ -354,7 +354,12 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
     identity = np.asarray(pca.identity_offset(frontal), np.float32)
     ref_code = np.asarray(pca.reference_code(frontal, keep_identity=bundle.expression.keep_identity), np.float32)
     neutral = pca.neutral_code
-    open_std = None if ref.is_image or n_frames < 2 else float(np.std(open_rate(frontal.astype(np.float64))))
+    openings = None
+    if not ref.is_image:
+        speech = None
+        if reference_wave is not None:
+            speech = speech_frames(envelope(reference_wave, motion.audio_rate, n_frames, motion.fps))
+        openings = reference_openings(frontal, speech)
 
     # 5. G: optional fine-tuning of a copy, then the K-shot embedding (once).
     generator = gen_model.frozen if gen_model.frozen is not None else gen_model.net
@@ -372,7 +377,8 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         reference=ref, shots=idx, shot_poses=ref.pose[idx].astype(np.float32), ref_images=ref_images,
         ref_labels=ref_labels, embedding=embedding, generator=generator, mesh=mesh,
         key_frontal=key_frontal, anchor_pose=anchor, motion_weight=w, motion_bias=b,
-        recenter=source != "reference", motion_source=source, motion_std=amplitude[0], motion_speed=amplitude[1], open_std=open_std, ref_code=ref_code, identity_offset=identity,
+        recenter=source != "reference", motion_source=source, motion_std=amplitude[0], motion_speed=amplitude[1],
+        reference_openings=openings, ref_code=ref_code, identity_offset=identity,
         neutral_code=neutral, finetune_history=history, notes=notes,
         regions=None if ref.is_image else region_bank(np.asarray(ref.frontal), np.asarray(ref.landmarks)),
         mouth_net=bundle.mouth, deform_weights=landmark_weights(mesh, torch.from_numpy(key_frontal)),
