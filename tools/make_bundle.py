@@ -14,7 +14,8 @@ clips of ``--style-store`` that have speech: for each clip, Φ encodes its first
 audio (exactly as for a reference video at inference) into ``W (F, 6)``, ``b (6,)``; the style is the mean of the W and
 of the b over clips, its ``anchor_pose`` the mean over clips of their mean pose over those τ frames, and its
 ``pose_std`` (a typical speaker's motion amplitude, given to a photo's motion) the mean over clips of each clip's
-smoothed-pose std (``pose_speed`` likewise of their mean |Δ| per frame). The folder is
+smoothed-pose std (``pose_speed`` likewise of their mean |Δ| per frame), and its ``opening_quantiles`` (what a photo's
+mouth opens to) the quantiles of every clip's inner-lip openings during speech ÷ its mouth width, pooled. The folder is
 built in a temporary sibling and renamed into place, so a failure leaves ``--out`` as it was.
 """
 from __future__ import annotations
@@ -27,6 +28,9 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
+
+
+OPENING_QUANTILES = 101  # the typical speaker's relative openings are kept at this many quantiles
 
 
 def export_file(run: str | Path, stage: str) -> Path:
@@ -45,11 +49,12 @@ def style_from_store(motion, store_dir: str | Path, device: str = "cpu", echo=pr
     from rhythmhead.data.store import ClipStore
     from rhythmhead.errors import InputError
     from rhythmhead.inference.bundle import MotionStyle
-    from rhythmhead.inference.controls import motion_amplitude
+    from rhythmhead.audio.windows import envelope, speech_frames
+    from rhythmhead.inference.controls import motion_amplitude, relative_openings
     from rhythmhead.inference.reference import encode_motion
 
     store = ClipStore(store_dir)
-    weights, biases, anchors, stds, speeds = [], [], [], [], []
+    weights, biases, anchors, stds, speeds, openings = [], [], [], [], [], []
     for clip_id in store.ids():
         wave = store.audio(clip_id, motion.audio_rate)
         if wave is None:
@@ -65,13 +70,19 @@ def style_from_store(motion, store_dir: str | Path, device: str = "cpu", echo=pr
         std, speed = motion_amplitude(pose, motion.smooth_taps)
         stds.append(std)
         speeds.append(speed)
+        frontal = np.asarray(store.track(clip_id)["frontal"], np.float64)
+        rel = relative_openings(frontal, speech_frames(envelope(wave, motion.audio_rate, len(frontal), motion.fps)))
+        if rel is not None:
+            openings.append(rel)
     if not weights:
         raise InputError("no clip with speech to compute the motion style from", store_dir)
     echo(f"motion style from {len(weights)} clips of {store_dir}")
     style = MotionStyle(np.mean(weights, 0).astype(np.float32), np.mean(biases, 0).astype(np.float32),
                         np.mean(anchors, 0).astype(np.float32), source=str(store_dir),
                         pose_std=np.mean(stds, 0).astype(np.float32),
-                        pose_speed=np.mean(speeds, 0).astype(np.float32))
+                        pose_speed=np.mean(speeds, 0).astype(np.float32),
+                        opening_quantiles=np.quantile(np.concatenate(openings), np.linspace(0, 1, OPENING_QUANTILES))
+                        .astype(np.float32) if openings else None)
     return style, len(weights)
 
 

@@ -76,6 +76,12 @@ def test_style_file_round_trip_and_damage(tmp_path, bundle_copy):
     np.testing.assert_array_equal(back.pose_speed, amplitude / 10)
     with pytest.raises(InputError, match="pose_std"):
         load_style(save_style(tmp_path / "n.npz", dataclasses.replace(style, pose_std=-amplitude)))
+    assert back.opening_quantiles is None
+    q = np.linspace(0.0, 0.3, 11).astype(np.float32)
+    np.testing.assert_array_equal(
+        load_style(save_style(tmp_path / "q.npz", dataclasses.replace(style, opening_quantiles=q))).opening_quantiles, q)
+    with pytest.raises(InputError, match="opening_quantiles"):
+        load_style(save_style(tmp_path / "qn.npz", dataclasses.replace(style, opening_quantiles=q[::-1].copy())))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="bad.npz: not a motion style"):
         load_style(tmp_path / "bad.npz")

@@ -146,7 +146,11 @@ def test_video_reference_uses_its_own_motion_and_several_shots(tiny_pipe, video_
     openings = open_rate(np.asarray(video_ref.frontal, np.float64))
     assert 8 <= len(prepared.reference_openings) <= len(openings)  # the reference's speech frames
     assert set(np.round(prepared.reference_openings, 6)) <= set(np.round(openings, 6))
-    assert prepared_photo.reference_openings is None  # a photo: Ψ's own openings
+    from rhythmhead.inference.controls import mouth_width
+
+    # a photo: a typical speaker's openings (the default style's) at the photo's mouth width
+    np.testing.assert_allclose(prepared_photo.reference_openings, tiny_pipe.bundle.style.opening_quantiles
+                               * mouth_width(prepared_photo.reference.frontal), rtol=1e-5)
     from rhythmhead.inference.reference import PHOTO_SHIFT
 
     style = tiny_pipe.bundle.style  # a photo: a typical speaker's turns, half the shifts

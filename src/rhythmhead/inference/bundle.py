@@ -123,6 +123,10 @@ class MotionStyle:
         pose_std: ``(6,)`` float32 the motion amplitude of a typical speaker of those clips (the mean over clips of
             :func:`rhythmhead.inference.controls.motion_amplitude`), which inference gives a photo's motion; None in
             style files written before it existed; pose_speed: ``(6,)`` likewise their mean |Δ| per frame.
+        opening_quantiles: ``(Q,)`` float32 a typical speaker's inner-lip opening during speech ÷ the mouth width
+            (:func:`rhythmhead.inference.controls.relative_openings`), at Q evenly spaced quantiles, pooled over the
+            clips: the openings a photo's mouth is given (:func:`rhythmhead.inference.controls.map_openings`);
+            None in older style files (a photo then keeps Ψ's own openings).
     """
 
     weight: np.ndarray
@@ -131,6 +135,7 @@ class MotionStyle:
     source: str = ""
     pose_std: np.ndarray | None = None
     pose_speed: np.ndarray | None = None
+    opening_quantiles: np.ndarray | None = None
 
 
 def save_style(path: str | Path, style: MotionStyle, **info: Any) -> Path:
@@ -141,7 +146,9 @@ def save_style(path: str | Path, style: MotionStyle, **info: Any) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             extra = {k: np.asarray(v, np.float32) for k, v in (("pose_std", style.pose_std),
-                                                                ("pose_speed", style.pose_speed)) if v is not None}
+                                                                ("pose_speed", style.pose_speed),
+                                                                ("opening_quantiles", style.opening_quantiles))
+                     if v is not None}
             np.savez(f, weight=style.weight.astype(np.float32), bias=style.bias.astype(np.float32),
                      anchor_pose=style.anchor_pose.astype(np.float32), **extra,
                      info=np.array(json.dumps({"source": style.source, **info}, default=str)))
@@ -156,8 +163,8 @@ def load_style(path: str | Path) -> MotionStyle:
     try:
         with np.load(path, allow_pickle=False) as data:
             weight, bias, anchor = (np.asarray(data[k], np.float32) for k in ("weight", "bias", "anchor_pose"))
-            pose_std, pose_speed = (np.asarray(data[k], np.float32) if k in data.files else None
-                                    for k in ("pose_std", "pose_speed"))
+            pose_std, pose_speed, quantiles = (np.asarray(data[k], np.float32) if k in data.files else None
+                                               for k in ("pose_std", "pose_speed", "opening_quantiles"))
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"not a motion style file ({str(exc).splitlines()[0][:80]})", path) from None
     if weight.ndim != 2 or weight.shape[1] != 6 or bias.shape != (6,) or anchor.shape != (6,):
@@ -165,9 +172,13 @@ def load_style(path: str | Path) -> MotionStyle:
     for name, v in (("pose_std", pose_std), ("pose_speed", pose_speed)):
         if v is not None and (v.shape != (6,) or not (np.isfinite(v).all() and (v >= 0).all())):
             raise InputError(f"motion style {name} must be 6 finite values ≥ 0, got shape {v.shape}", path)
+    if quantiles is not None and (quantiles.ndim != 1 or len(quantiles) < 8 or not np.isfinite(quantiles).all()
+                                  or (quantiles < 0).any() or (np.diff(quantiles) < 0).any()):
+        raise InputError(f"motion style opening_quantiles must be ≥ 8 ascending finite values ≥ 0, got shape "
+                         f"{quantiles.shape}", path)
     if not (np.isfinite(weight).all() and np.isfinite(bias).all() and np.isfinite(anchor).all()):
         raise InputError("motion style holds NaN or inf", path)
-    return MotionStyle(weight, bias, anchor, str(path), pose_std, pose_speed)
+    return MotionStyle(weight, bias, anchor, str(path), pose_std, pose_speed, quantiles)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

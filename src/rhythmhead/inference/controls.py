@@ -253,3 +253,19 @@ def reference_openings(frontal: np.ndarray, speech=None) -> np.ndarray | None:
     if speech is not None and np.asarray(speech, bool).sum() >= 8:
         o = o[np.asarray(speech, bool)]
     return np.asarray(o, np.float64)
+
+
+def relative_openings(frontal: np.ndarray, speech=None) -> np.ndarray | None:
+    """:func:`reference_openings` ÷ the mouth width (the outer lip corners' distance, landmarks 48–54, median over
+    the frames): openings comparable across people and crop scales (a photo's mouth is given a typical speaker's)."""
+    o = reference_openings(frontal, speech)
+    if o is None:
+        return None
+    return o / mouth_width(frontal)
+
+
+def mouth_width(frontal: np.ndarray) -> float:
+    """The median distance between the outer lip corners (68-point landmarks 48 and 54) of ``(T, 68, ≥2)`` or
+    ``(68, ≥2)`` landmarks, in their pixels."""
+    f = np.asarray(frontal, np.float64).reshape(-1, 68, np.shape(frontal)[-1])
+    return float(np.median(np.linalg.norm(f[:, 54, :2] - f[:, 48, :2], axis=-1)))

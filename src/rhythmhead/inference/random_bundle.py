@@ -99,6 +99,7 @@ def write_random_bundle(out_dir: str | Path, sizes: str = "tiny", seed: int = 0,
         style = MotionStyle(weight=(rng.standard_normal((feature_dim, 6)) * 0.1).astype(np.float32),
                             bias=np.zeros(6, np.float32), anchor_pose=POSE_MEAN.copy(), source="random",
                             pose_std=np.array([0.04, 0.05, 0.03, 2.0, 2.0, 1.0], np.float32),
-                            pose_speed=np.array([0.004, 0.005, 0.003, 0.2, 0.2, 0.1], np.float32))
+                            pose_speed=np.array([0.004, 0.005, 0.003, 0.2, 0.2, 0.1], np.float32),
+                            opening_quantiles=np.linspace(0.0, 0.25, 21).astype(np.float32))
         save_style(out / STYLE_FILE, style, clips=0)
     return out

@@ -30,7 +30,7 @@ import torch
 
 from ..errors import InputError
 from ..audio.windows import envelope, speech_frames
-from .controls import motion_amplitude, reference_openings
+from .controls import motion_amplitude, mouth_width, reference_openings
 
 CROP = 256  # reference crops and all landmark/pose pixel units are in the 256² crop
 # the face surface of an output frame is looked up on a grid this many times finer, in the key frame cropped up to
@@ -65,7 +65,8 @@ class PreparedReference:
             style file without it — Φ's amplitude as is); motion_speed: ``(6,)`` its mean |Δ| per frame (the tempo
             the motion may reach, :func:`controls.shape_motion`), None likewise.
         reference_openings: the reference clip's inner-lip openings over its speech frames (crop px), whose
-            distribution Ψ's openings are given (:func:`controls.map_openings`); None for a photo.
+            distribution Ψ's openings are given (:func:`controls.map_openings`); for a photo a typical speaker's
+            (the default style's ``opening_quantiles`` × the photo's mouth width), None without them.
         ref_code: ``(n,)`` Ψ's reference input; identity_offset ``(68, 3)``; neutral_code ``(n,)``.
         finetune_history: per-step losses when fine-tuned.
         notes: warnings for the user.
@@ -360,6 +361,9 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         if reference_wave is not None:
             speech = speech_frames(envelope(reference_wave, motion.audio_rate, n_frames, motion.fps))
         openings = reference_openings(frontal, speech)
+    elif bundle.style is not None and bundle.style.opening_quantiles is not None:
+        # a photo: a typical speaker's openings, at the photo's mouth width
+        openings = bundle.style.opening_quantiles.astype(np.float64) * mouth_width(frontal)
 
     # 5. G: optional fine-tuning of a copy, then the K-shot embedding (once).
     generator = gen_model.frozen if gen_model.frozen is not None else gen_model.net
