@@ -11,7 +11,8 @@ import torch
 
 from rhythmhead.config import from_dict, load_config
 from rhythmhead.models.motion import HeadMotionLearner
-from rhythmhead.training.learner_data import MotionWindows, eval_windows, hann_taps, smooth_time
+from rhythmhead.common import hann_taps, smooth
+from rhythmhead.training.learner_data import MotionWindows, eval_windows
 from rhythmhead.training.motion_task import MotionConfig, MotionTask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,7 +51,7 @@ def test_split_is_speaker_disjoint_and_stats_from_train(store):
     assert train and val
     assert not {c.speaker for c in train} & {c.speaker for c in val}
     mean, std = task.pose_stats()
-    poses = np.concatenate([smooth_time(c.pose, 11) for c in train])
+    poses = np.concatenate([smooth(c.pose, 11) for c in train])
     np.testing.assert_allclose(mean, poses.mean(0), rtol=1e-4, atol=1e-6)
     ds = task.dataset("train")
     normalised = np.concatenate(ds.poses)
@@ -63,9 +64,9 @@ def test_hanning_smoothing():
     assert len(w) == 11 and w.min() > 0 and w.sum() == pytest.approx(1)
     x = np.zeros((31, 2), np.float32)
     x[15] = 1
-    y = smooth_time(x, 11)
+    y = smooth(x, 11)
     np.testing.assert_allclose(y[10:21, 0], w, atol=1e-6)  # an impulse becomes the window
-    np.testing.assert_allclose(smooth_time(np.ones((9, 6)), 11), 1, atol=1e-6)  # constants survive the edges
+    np.testing.assert_allclose(smooth(np.ones((9, 6)), 11), 1, atol=1e-6)  # constants survive the edges
 
 
 def test_training_windows_and_collate(store):
@@ -137,3 +138,31 @@ def test_clips_without_audio_are_skipped(tmp_path):
     assert load_clips(store, ["syn000", "syn001"]) == []
     with pytest.raises(InputError, match="no train clips"):
         task_for(store).dataset("train")
+
+
+def test_smoothing_refuses_an_even_tap_count():
+    with pytest.raises(ValueError, match="odd"):
+        smooth(np.zeros((9, 6), np.float32), 4)
+    x = np.arange(12, dtype=np.float64).reshape(6, 2)
+    assert smooth(x, 1) is x and smooth(x, 3).dtype == np.float64
+
+
+def test_inference_feeds_phi_the_training_inputs(store):
+    """Train/serve parity: for the same clip, the reference inputs inference gives Φ's encoder
+    (inference.reference.motion_reference_inputs) are the arrays of the training data's window at frame 0."""
+    from types import SimpleNamespace
+
+    from rhythmhead.inference.reference import motion_reference_inputs
+
+    task = task_for(store)
+    ds = task.dataset("val")
+    ci, start, tau, _ = ds.index[0]
+    assert start == 0
+    clip, item = ds.clips[ci], ds[0]
+    mean, std = task.pose_stats()
+    m = task.cfg.model
+    motion = SimpleNamespace(tau=tau, audio_rate=m.audio_rate, fps=m.fps, smooth_taps=task.cfg.data.smooth_taps,
+                             pose_mean=mean, pose_std=std)
+    windows, norm = motion_reference_inputs(motion, clip.pose, clip.wave)
+    np.testing.assert_array_equal(windows, item["audio"][:tau].numpy())
+    np.testing.assert_allclose(norm, item["pose"][:tau].numpy(), rtol=0, atol=1e-6)

@@ -15,9 +15,10 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from ..common import VIDEO_SUFFIXES
+
 __all__ = ["clip_identity", "assign_ids", "safe_id", "VIDEO_SUFFIXES"]
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 _VOX_ID = re.compile(r"id\d{5}")
 _YT_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 _LRW_SPLITS = {"train", "val", "test"}

@@ -23,6 +23,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..common import CROP as CROP_SIZE
+from ..common import FPS
 from ..errors import InputError
 
 MANIFEST = "manifest.jsonl"
@@ -31,8 +33,6 @@ DONE = ".done"
 FRAMES = "frames.mp4"
 AUDIO = "audio.wav"
 TRACK = "track.npz"
-CROP_SIZE = 256
-FPS = 25.0
 RECORD_KEYS = ("id", "source", "frames", "seconds", "has_audio", "speaker")
 # name -> trailing shape (after T) of the float32 arrays in track.npz
 TRACK_ARRAYS: dict[str, tuple[int, ...]] = {"landmarks": (68, 3), "mesh": (478, 3), "pose": (6,), "frontal": (68, 3)}

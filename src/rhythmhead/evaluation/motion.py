@@ -122,7 +122,8 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
     else ``data.val_fraction``), or every clip with ``split="all"``."""
     from ..audio.windows import onset_frames
     from ..inference.controls import POSE_SMOOTH_TAPS, motion_amplitude, shape_motion
-    from ..training.learner_data import config_split, eval_windows, load_clips, smooth_time
+    from ..common import smooth
+    from ..training.learner_data import config_split, eval_windows, load_clips
 
     loaded = load_motion(models, device)
     model_cfg, data_cfg = loaded.config["model"], loaded.config["data"]
@@ -135,9 +136,9 @@ def evaluate_motion(data: str | Path, models: str | Path, split: str = "val", si
     spf = rate // fps
     taps = int(data_cfg["smooth_taps"])
     mean, std = loaded.pose_mean, loaded.pose_std
-    poses = [smooth_time(c.pose, taps) for c in clips]
+    poses = [smooth(c.pose, taps) for c in clips]
     others = [poses[(i + 1) % len(poses)] for i in range(len(poses))] if len(poses) > 1 else \
-        [smooth_time(c.pose, taps) for c in load_clips(data, train_ids, rate, fps)[:1]]
+        [smooth(c.pose, taps) for c in load_clips(data, train_ids, rate, fps)[:1]]
 
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in METHODS}
     seqs: dict[str, list[np.ndarray]] = {k: [] for k in METHODS}

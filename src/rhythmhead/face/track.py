@@ -27,6 +27,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..common import CROP as CROP_SIZE
+from ..common import FPS
 from .detect import FaceDetector, choose_face
 from .landmarks import FaceMesher, mesh_to_68
 
@@ -35,8 +37,6 @@ __all__ = [
     "resampled", "output_frame_count", "eye_centre", "face_size", "integer_box", "CropTrack",
 ]
 
-CROP_SIZE = 256
-FPS = 25.0
 
 
 class FaceTracker:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..common import smooth  # the one temporal smoothing, shared with training
+
 # iBUG-68 eyelids: upper lid points and the lower lid points they close onto (right eye 36-41, left eye 42-47).
 _UPPER_LID = np.array([37, 38, 43, 44])
 _LOWER_LID = np.array([41, 40, 47, 46])
@@ -33,19 +35,6 @@ def fit_length(track: np.ndarray, n_frames: int) -> np.ndarray:
     period = np.concatenate([track, track[-2:0:-1]]) if len(track) > 2 else track
     reps = int(np.ceil(n_frames / len(period)))
     return np.concatenate([period] * reps)[:n_frames]
-
-
-def smooth(track: np.ndarray, taps: int = 5) -> np.ndarray:
-    """Hanning smoothing along time (axis 0) with edge padding; ``taps`` ≤ 1 returns the input."""
-    if taps <= 1 or len(track) < 2:
-        return track
-    win = np.hanning(taps + 2)[1:-1]
-    win = win / win.sum()
-    half = taps // 2
-    padded = np.concatenate([np.repeat(track[:1], half, 0), track, np.repeat(track[-1:], taps - 1 - half, 0)])
-    flat = padded.reshape(len(padded), -1)
-    out = np.stack([np.convolve(flat[:, j], win, mode="valid") for j in range(flat.shape[1])], axis=1)
-    return out.reshape((len(track),) + track.shape[1:]).astype(track.dtype)
 
 
 # How inference shapes Φ's raw poses (shape_motion). Measured by `rhythmhead evaluate motion --folds 5` on the 62-clip

@@ -35,10 +35,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ..common import FPS
 from ..errors import InputError
 from .stream import AudioFrames, MotionPlan, StageTimer
 
-FPS = 25
 OUTPUT_SIZES = (256, 512)  # sides of the output crop (--size); paste-back composes at the source's own
 
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..common import CROP  # reference crops and all landmark/pose pixel units are in the 256² crop
 from ..errors import InputError
 from ..audio.windows import envelope, speech_frames
 from .controls import motion_amplitude, mouth_width, reference_openings
 
-CROP = 256  # reference crops and all landmark/pose pixel units are in the 256² crop
 # the face surface of an output frame is looked up on a grid this many times finer, in the key frame cropped up to
 # this many times larger from the source, and area-averaged (geometry.mesh.sample_uv): one bicubic lookup per pixel
 # keeps ≈ 0.7 of a sharp photo's Laplacian variance under sub-pixel motion, 2 × 2 ≈ 1.0. Only where the source has the
@@ -220,26 +220,26 @@ def label_maps(landmarks: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(draw_label_map(np.asarray(landmarks, np.float64)[..., :2] * (size / CROP), size))
 
 
-def smooth_poses(pose: np.ndarray, taps: int) -> np.ndarray:
-    from .controls import smooth
-
-    return smooth(np.asarray(pose, np.float32), taps)
-
-
-@torch.no_grad()
-def encode_motion(motion, pose: np.ndarray, wave: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Φ's layer ``W (1, F, 6)``, ``b (1, 6)`` from τ frames of raw pose ``(τ', 6)`` and their audio at Φ's rate.
-
-    The first ``min(τ', motion.tau)`` frames are used; poses are smoothed as in training, then normalised.
-    """
+def motion_reference_inputs(motion, pose: np.ndarray, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What Φ's reference encoder reads for a clip of raw poses ``(τ', 6)`` and its audio at Φ's rate: the audio
+    windows ``(τ, 7, S)`` and the smoothed, normalised poses ``(τ, 6)`` float32 of its first ``τ = min(τ',
+    motion.tau)`` frames — the same arrays as a training window of that clip starting at frame 0
+    (:class:`rhythmhead.training.learner_data.MotionWindows`; test ``test_inference_feeds_phi_the_training_inputs``)."""
     from ..audio.windows import frame_windows, samples_per_frame
+    from ..common import smooth
 
     tau = max(1, min(len(pose), motion.tau))
     spf = samples_per_frame(motion.audio_rate, motion.fps)
     windows = frame_windows(np.asarray(wave, np.float32), len(pose), spf)[:tau]
-    norm = (smooth_poses(pose, motion.smooth_taps)[:tau] - motion.pose_mean) / motion.pose_std
-    w, b = motion.net.encode_reference(torch.from_numpy(windows)[None].to(device),
-                                       torch.from_numpy(norm.astype(np.float32))[None].to(device))
+    norm = (smooth(np.asarray(pose, np.float32), motion.smooth_taps)[:tau] - motion.pose_mean) / motion.pose_std
+    return windows, norm.astype(np.float32)
+
+
+@torch.no_grad()
+def encode_motion(motion, pose: np.ndarray, wave: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Φ's layer ``W (1, F, 6)``, ``b (1, 6)`` from :func:`motion_reference_inputs`."""
+    windows, norm = motion_reference_inputs(motion, pose, wave)
+    w, b = motion.net.encode_reference(torch.from_numpy(windows)[None].to(device), torch.from_numpy(norm)[None].to(device))
     return w, b
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import soundfile
 import soxr
 
+from ..common import FPS, IMAGE_SUFFIXES
 from ..errors import InputError
 
 __all__ = [
@@ -40,13 +41,11 @@ __all__ = [
     "write_video",
 ]
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
-"""File name endings read as still images (1-frame videos)."""
 
 _SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac"})
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-IMAGE_FPS = 25.0
+IMAGE_FPS = float(FPS)
 """The frame rate reported for a still image read as a 1-frame video (the project's frame rate)."""
 
 

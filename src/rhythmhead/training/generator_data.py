@@ -37,13 +37,13 @@ import numpy as np
 import torch
 
 from ..data.store import ClipStore, speaker_split
+from ..common import CROP  # store crops are 256²
 from ..errors import InputError
 from ..geometry.flow import mesh_flow
 from ..geometry.labelmap import FLIP_68, draw_label_map, mouth_mask
 from ..geometry.mesh import NUM_FACE_VERTICES, build_textured_mesh, face_triangles_tensor, render_textured
 from ..geometry.pose import apply_pose, key_frame
 
-CROP = 256  # store crops are 256²
 
 
 @dataclass(frozen=True)

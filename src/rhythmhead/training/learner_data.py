@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..audio.windows import frame_windows, samples_per_frame
+from ..common import smooth
 from ..data.pca import ExpressionPCA
 from ..data.store import ClipStore, fold_split, speaker_split
 from ..errors import InputError
@@ -57,21 +58,6 @@ class LearnerClip:
     @property
     def n_frames(self) -> int:
         return int(self.pose.shape[0])
-
-
-def hann_taps(taps: int) -> np.ndarray:
-    """A normalised Hanning window with ``taps`` non-zero taps (numpy's ``hanning(n)`` has zero end taps)."""
-    w = np.hanning(taps + 2)[1:-1]
-    return w / w.sum()
-
-
-def smooth_time(x: np.ndarray, taps: int) -> np.ndarray:
-    """Smooth ``(T, …)`` along time with a ``taps``-tap Hanning window (edges: nearest value); taps ≤ 1 = identity."""
-    if taps <= 1:
-        return np.asarray(x, dtype=np.float32)
-    from scipy.ndimage import convolve1d
-
-    return convolve1d(np.asarray(x, dtype=np.float64), hann_taps(taps), axis=0, mode="nearest").astype(np.float32)
 
 
 @functools.lru_cache(maxsize=256)
@@ -134,7 +120,7 @@ def require_clips(clips: list[LearnerClip], root: str | Path, split: str) -> lis
 # -- Φ ----------------------------------------------------------------------------------------------------------------
 def pose_statistics(clips: Sequence[LearnerClip], smooth_taps: int = 11) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and std ``(6,)`` of the smoothed poses of all frames of ``clips`` (std floored at 1e-4)."""
-    poses = np.concatenate([smooth_time(c.pose, smooth_taps) for c in clips]).astype(np.float64)
+    poses = np.concatenate([smooth(c.pose, smooth_taps) for c in clips]).astype(np.float64)
     return poses.mean(0).astype(np.float32), np.maximum(poses.std(0), 1e-4).astype(np.float32)
 
 
@@ -175,7 +161,7 @@ class MotionWindows(torch.utils.data.Dataset):
         self.train = train
         self.tau_range, self.pred_range = tuple(tau_range), tuple(pred_range)
         mean, std = np.asarray(pose_mean, np.float32), np.asarray(pose_std, np.float32)
-        self.poses = [(smooth_time(c.pose, smooth_taps) - mean) / std for c in self.clips]
+        self.poses = [(smooth(c.pose, smooth_taps) - mean) / std for c in self.clips]
         if train:
             self.index = [(i, 0, 0, 0) for i, c in enumerate(self.clips)
                           for _ in range(max(1, c.n_frames // frames_per_item)) if c.n_frames >= 2]
@@ -228,7 +214,7 @@ def expression_targets(clip: LearnerClip, pca: ExpressionPCA, smooth_taps: int =
     the code of the closed-mouth frame; with ``reference_keeps_identity`` it is encoded with a zero offset, so it carries
     the speaker's face shape (removing the offset would turn it into the template's code for every clip).
     """
-    frontal = smooth_time(clip.frontal, smooth_taps)
+    frontal = smooth(clip.frontal, smooth_taps)
     offset = pca.identity_offset(clip.frontal)
     codes = pca.encode(frontal, offset).astype(np.float32)
     return codes, pca.reference_code(clip.frontal, keep_identity=reference_keeps_identity).astype(np.float32)
