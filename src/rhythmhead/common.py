@@ -3,14 +3,23 @@
 * :data:`CROP` — side of the reference and store crops; every landmark and pose pixel unit is one of this crop.
 * :data:`FPS` — the frame rate of stores, training windows and output videos.
 * :data:`VIDEO_SUFFIXES`, :data:`IMAGE_SUFFIXES` — file name endings read as videos / still images.
+* :func:`atomic_path` — how every output file of the project is written (a temporary file renamed into place).
 * :func:`smooth` — the temporal smoothing of poses, landmarks and codes, the same in training and at inference (the
   paper's Hanning windows: 11 taps for Φ's poses, 5 for Ψ's landmarks).
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
 import numpy as np
 
-__all__ = ["CROP", "FPS", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "hann_taps", "smooth"]
+from .errors import InputError
+
+__all__ = ["CROP", "FPS", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "hann_taps", "smooth", "atomic_path"]
 
 CROP = 256
 FPS = 25
@@ -38,3 +47,37 @@ def smooth(x: np.ndarray, taps: int) -> np.ndarray:
     x = np.asarray(x)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
     return convolve1d(x.astype(np.float64), hann_taps(taps), axis=0, mode="nearest").astype(dtype)
+
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file atomically: yields a temporary path in the same folder with the same suffix.
+
+    On a clean exit the temporary file replaces ``path`` (``os.replace``, atomic on one file system); on an exception it is
+    removed and ``path`` is left untouched. The parent folder is created if needed. The temporary name is hidden
+    (``.<name>.<random>.tmp<suffix>``) so that an interrupted process (SIGKILL) leaves no file under the final name.
+
+    Raises:
+        InputError: ``path`` is a directory, or its folder cannot be created or written.
+    """
+    dest = Path(path)
+    if dest.is_dir():
+        raise InputError("is a directory, expected an output file name", dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=f".tmp{dest.suffix}")
+    except OSError as exc:
+        raise InputError(f"cannot write here ({exc.strerror or exc})", dest) from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; give it the permissions of a normal file
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

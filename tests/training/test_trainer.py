@@ -86,7 +86,8 @@ def test_keep_last_and_find_latest(tmp_path):
     assert checkpoint.find_latest(tmp_path).name == "state-00000005.pt"
     state = checkpoint.load_state(checkpoint.find_latest(tmp_path))
     assert state["step"] == 5 and state["sampler_position"] == 20 and len(state["rng"]) == 1
-    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+    # nothing but the kept states: no temporary file of the atomic writes is left behind
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["state-00000004.pt", "state-00000005.pt"]
 
 
 def test_time_based_checkpoints_and_final_validation(tmp_path):

@@ -75,11 +75,11 @@ def bench(stages, preset, json_out):
     if json_out:
         from pathlib import Path
 
+        from ..common import atomic_path
+
         path = Path(json_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(out, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(out, indent=2, default=str) + "\n")
         click.echo(f"wrote {path}", err=True)
     if not rows and out["skipped"]:
         sys.exit(1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +36,15 @@ def _plain(value: Any) -> Any:
 
 def write_report(path: str | Path, task: str, settings: dict[str, Any], methods: dict[str, dict[str, Any]],
                  extra: dict[str, Any] | None = None) -> Path:
-    """Write the report atomically (tmp + rename) and return its path; ``extra`` adds top-level keys after methods."""
+    """Write the report atomically (:func:`rhythmhead.common.atomic_path`) and return its path; ``extra`` adds
+    top-level keys after methods."""
+    from ..common import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {"task": task, "settings": settings, "methods": methods, **(extra or {})}
     text = json.dumps(_plain(body), indent=2, allow_nan=False)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

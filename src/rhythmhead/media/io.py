@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from ..common import FPS, IMAGE_SUFFIXES
+from ..common import FPS, IMAGE_SUFFIXES, atomic_path
 from ..errors import InputError
 
 __all__ = [
@@ -43,8 +42,6 @@ __all__ = [
 
 
 _SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac"})
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 IMAGE_FPS = float(FPS)
 """The frame rate reported for a still image read as a 1-frame video (the project's frame rate)."""
 
@@ -356,36 +353,6 @@ def load_audio(path: str | os.PathLike, rate: int = 16000) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------------------------
 # writing
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Write a file atomically: yields a temporary path in the same folder with the same suffix.
-
-    On a clean exit the temporary file replaces ``path`` (``os.replace``, atomic on one file system); on an exception it is
-    removed and ``path`` is left untouched. The parent folder is created if needed. The temporary name is hidden
-    (``.<name>.<random>.tmp<suffix>``) so that an interrupted process (SIGKILL) leaves no file under the final name.
-
-    Raises:
-        InputError: ``path`` is a directory, or its folder cannot be created or written.
-    """
-    dest = Path(path)
-    if dest.is_dir():
-        raise InputError("is a directory, expected an output file name", dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=f".tmp{dest.suffix}")
-    except OSError as exc:
-        raise InputError(f"cannot write here ({exc.strerror or exc})", dest) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; give it the permissions of a normal file
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_wav(path: str | os.PathLike, wave: np.ndarray, rate: int) -> None:

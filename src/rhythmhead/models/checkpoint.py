@@ -8,7 +8,6 @@ imports this module, never ``rhythmhead.training``. No pickles: loading never ru
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..common import atomic_path
 from ..errors import InputError
 
 META_KEY = "rhythmhead"
@@ -69,8 +69,10 @@ def save_export(path_stem: str | Path, modules: dict[str, nn.Module], extra: dic
     stem.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default)
     weights = stem.with_name(stem.name + ".safetensors")
-    _atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={META_KEY: text}))
-    _atomic(stem.with_name(stem.name + ".json"), lambda tmp: tmp.write_text(text + "\n"))
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: text})
+    with atomic_path(stem.with_name(stem.name + ".json")) as tmp:
+        tmp.write_text(text + "\n")
     return weights
 
 
@@ -127,15 +129,6 @@ def _weights_path(path: Path, stage: str | None) -> Path:
                 raise InputError(f"holds several exports ({', '.join(p.name for p in found)}); name one", folder)
         raise InputError("no exported checkpoint (*.safetensors) in this folder", path)
     return path.with_name(path.name + ".safetensors")
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _json_default(value: Any):

@@ -11,7 +11,6 @@ The inference export is a different file kind; see :mod:`rhythmhead.models.check
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -83,12 +82,13 @@ class preserved_rng:
 
 # -- files ---------------------------------------------------------------------------------------------------------
 def save_state(run_dir: str | Path, step: int, state: dict[str, Any], keep_last: int = 3) -> Path:
-    """Write ``state`` atomically (tmp + rename) as ``state-<step>.pt`` and keep only the newest ``keep_last``."""
+    """Write ``state`` atomically (:func:`rhythmhead.common.atomic_path`) as ``state-<step>.pt`` and keep only the
+    newest ``keep_last``."""
+    from ..common import atomic_path
+
     path = state_path(run_dir, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     for old in list_states(run_dir)[:-max(1, keep_last)]:
         old.unlink(missing_ok=True)
     return path
