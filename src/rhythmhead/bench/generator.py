@@ -11,7 +11,6 @@ target). ``device`` may be ``"cuda"`` (timings synchronised; peak GPU memory rep
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 
 import torch
 
@@ -56,11 +55,3 @@ def run(preset: str = "fast", device: str = "cpu", shots: tuple[int, ...] = (1, 
             gen.generate(holder["emb"], *target[0], need_raw=False)  # untimed warm-up frame
             out[f"generator_{preset}_k{k}_frame"] = {**measure(frames, n, device=device), **common, "shots": k}
     return out
-
-
-def settings_of(preset: str) -> dict:
-    """The preset's model settings (for reports)."""
-    from ..config import load_config
-    from ..training.generator_task import GeneratorConfig
-
-    return asdict(load_config(GeneratorConfig, "generator", preset).model)

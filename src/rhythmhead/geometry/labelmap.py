@@ -121,12 +121,3 @@ def mouth_mask(landmarks, size: int = 256, margin: float = 0.15):
         return (iny[..., :, None] & inx[..., None, :]).unsqueeze(-3).to(landmarks.dtype)
     pts = np.asarray(landmarks, dtype=np.float64)
     return mouth_mask(torch.from_numpy(pts), size, margin).float().numpy()
-
-
-def flip_landmarks(landmarks, width: int):
-    """Mirror ``(..., 68, 2|3)`` landmarks horizontally in an image of ``width`` pixels and re-index them so that each
-    index keeps its anatomical meaning (x → width − x in continuous coordinates, then the :data:`FLIP_68` permutation)."""
-    out = landmarks[..., list(FLIP_68), :]
-    out = out.clone() if isinstance(out, torch.Tensor) else np.array(out, copy=True)
-    out[..., 0] = width - out[..., 0]
-    return out

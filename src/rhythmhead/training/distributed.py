@@ -60,13 +60,6 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Rank ``src``'s ``tensor`` on every rank (in place; returned for convenience)."""
-    if dist.is_initialized():
-        dist.broadcast(tensor, src=src)
-    return tensor
-
-
 def all_gather_object(obj):
     """A list with every rank's picklable ``obj`` (``[obj]`` for a world of one)."""
     if not dist.is_initialized():
