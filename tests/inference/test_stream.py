@@ -25,13 +25,14 @@ def test_audio_frames_equal_frame_windows_on_any_range(n_samples):
         np.testing.assert_array_equal(frames.windows(lo, hi), full[lo:hi])
 
 
-def test_frame_rms_equals_envelope_without_whole_length_copies():
-    from rhythmhead.audio.windows import envelope
-    from rhythmhead.inference.inputs import frame_rms
+def test_envelope_in_blocks_equals_the_whole_wave_at_once():
+    from rhythmhead.audio.windows import envelope, has_sound
 
     wave = np.random.default_rng(4).standard_normal(16000 * 3 + 123).astype(np.float32) * 0.2
-    np.testing.assert_allclose(frame_rms(wave, 16000, block=7), envelope(wave, 16000, 76), rtol=1e-6)
-    np.testing.assert_allclose(frame_rms(wave, 16000, 10, block=4), envelope(wave, 16000, 10), rtol=1e-6)
+    whole = np.sqrt(np.mean(np.pad(wave.astype(np.float64), (0, 76 * 640 - len(wave))).reshape(76, 640) ** 2, 1))
+    np.testing.assert_allclose(envelope(wave, 16000, block=7), whole, rtol=1e-6)  # every frame the wave reaches
+    np.testing.assert_allclose(envelope(wave, 16000, 10, block=4), whole[:10], rtol=1e-6)
+    assert has_sound(wave, 16000) and not has_sound(wave * 1e-3, 16000) and not has_sound(wave[:0], 16000)
 
 
 def _tiny_motion():

@@ -79,21 +79,43 @@ def frame_windows(wave, n_frames: int, samples_per_frame: int, before: int = 3, 
     return np.ascontiguousarray(chunks[index], dtype=np.float32)
 
 
-def envelope(wave: np.ndarray, rate: int, n_frames: int, fps: float = 25) -> np.ndarray:
+def envelope(wave: np.ndarray, rate: int, n_frames: int | None = None, fps: float = 25,
+             block: int = 1500) -> np.ndarray:
     """Root-mean-square level of each video frame's own chunk of audio.
 
     Args:
         wave: ``(N,)`` mono audio in [-1, 1].
         rate: sample rate (Hz); ``rate / fps`` must be a whole number.
-        n_frames: T; the wave is cut or zero-padded to T chunks.
+        n_frames: T; the wave is cut or zero-padded to T chunks (None: every frame the wave reaches).
         fps: video frame rate.
+        block: frames computed at a time, so that no whole-length float64 copy of a long wave is made.
 
     Returns:
         ``(T,)`` float32, RMS in the wave's units (a full-scale sine gives ≈ 0.707).
     """
     s = samples_per_frame(rate, fps)
-    chunks = fit_length(np.asarray(wave, dtype=np.float64), n_frames * s).reshape(n_frames, s)
-    return np.sqrt(np.mean(chunks**2, axis=1)).astype(np.float32)
+    n = num_frames(len(wave), rate, fps) if n_frames is None else int(n_frames)
+    out = np.zeros(n, np.float32)
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        seg = fit_length(np.asarray(wave[b0 * s: b1 * s], dtype=np.float64), (b1 - b0) * s)
+        out[b0:b1] = np.sqrt(np.mean(seg.reshape(b1 - b0, s) ** 2, axis=1))
+    return out
+
+
+SPEECH_DBFS = -50.0  # a track has sound if some 40 ms frame reaches this RMS level (the driving speech must)
+
+
+def loudest_dbfs(wave: np.ndarray, rate: int) -> float:
+    """The RMS level of the loudest 40 ms frame of ``wave``, in dBFS (−200 for an empty or all-zero wave)."""
+    env = envelope(wave, rate) if len(wave) else np.zeros(1, np.float32)
+    return float(20 * np.log10(max(float(env.max(initial=0.0)), 1e-10)))
+
+
+def has_sound(wave: np.ndarray, rate: int) -> bool:
+    """Whether ``wave`` has any sound to use: :func:`loudest_dbfs` at least :data:`SPEECH_DBFS` (the one criterion of
+    a silent track, for the driving speech, a reference's own audio and a store's clips alike)."""
+    return len(wave) > 0 and loudest_dbfs(wave, rate) >= SPEECH_DBFS
 
 
 def _smooth(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:

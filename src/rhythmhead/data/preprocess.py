@@ -38,7 +38,6 @@ __all__ = ["Reference", "track_clip", "iter_crops", "clip_geometry", "preprocess
 
 MIN_FACE_PX = 40.0  # smallest usable face (the paper's d, source pixels): below it the 256² crop is mostly upsampling
 MAX_MISSING = 0.5  # a clip with no face in more than this fraction of its frames is refused
-SILENCE_RMS = 1e-3  # an audio track quieter than -60 dBFS RMS counts as no audio
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,9 @@ def _clip_audio(path: Path, info, n_frames: int, rate: int) -> np.ndarray | None
     if not info.has_audio:
         return None
     wave = load_audio(path, rate)
-    if wave.size == 0 or float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) < SILENCE_RMS:
+    from ..audio.windows import has_sound
+
+    if not has_sound(wave, rate):
         return None
     n = int(round(n_frames * rate / FPS))
     return np.pad(wave[:n], (0, max(0, n - len(wave))))

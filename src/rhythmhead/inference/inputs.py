@@ -5,7 +5,7 @@ naming the file and the problem — for anything unusable:
 
 * :func:`load_driving_audio` — the speech: decodable, at least :data:`MIN_AUDIO_S`, at most ``max_seconds``
   (default :data:`MAX_AUDIO_S` = 10 min; ``max_seconds=0`` lifts the limit), not silent (some 40 ms frame must reach
-  :data:`SPEECH_RMS`, −50 dBFS).
+  :data:`rhythmhead.audio.windows.SPEECH_DBFS`, −50 dBFS).
 * :func:`load_reference` — a video or photo with one usable face (:func:`rhythmhead.data.preprocess.prepare_reference`);
   several faces are not an error: the largest, most central one is followed and a warning says so.
 * :func:`load_pose_track` — ``--pose-from``: a ``(T, 6)`` ``.npy`` or a video whose poses are tracked.
@@ -24,7 +24,6 @@ from ..errors import InputError
 AUDIO_RATE = 16000  # the rate of the output's audio track
 MIN_AUDIO_S = 0.5  # shorter speech gives fewer than 13 frames: too short to carry any motion
 MAX_AUDIO_S = 600.0  # 10 minutes; generation streams, so the limit is about run time, not memory
-SPEECH_RMS = 10 ** (-50 / 20)  # a 40 ms frame at −50 dBFS RMS or louder counts as sound
 
 
 @dataclass(frozen=True)
@@ -49,24 +48,6 @@ def resample(wave: np.ndarray, src: int, dst: int) -> np.ndarray:
     return np.asarray(soxr.resample(wave, src, dst, quality="HQ"), np.float32)
 
 
-def frame_rms(wave: np.ndarray, rate: int, n_frames: int | None = None, block: int = 1500) -> np.ndarray:
-    """RMS of each 25 fps frame's chunk of ``wave`` → ``(T,)`` float32 (T = ``n_frames`` or all frames, the last chunk
-    zero-padded), computed ``block`` frames at a time so that no whole-length temporary is made (equal to
-    :func:`rhythmhead.audio.windows.envelope`)."""
-    from ..audio.windows import num_frames, samples_per_frame
-
-    s = samples_per_frame(rate)
-    n = num_frames(len(wave), rate) if n_frames is None else int(n_frames)
-    out = np.zeros(n, np.float32)
-    for b0 in range(0, n, block):
-        b1 = min(n, b0 + block)
-        seg = np.asarray(wave[b0 * s: b1 * s], np.float64)
-        if len(seg) < (b1 - b0) * s:
-            seg = np.concatenate([seg, np.zeros((b1 - b0) * s - len(seg))])
-        out[b0:b1] = np.sqrt(np.mean(seg.reshape(b1 - b0, s) ** 2, axis=1))
-    return out
-
-
 def check_speech(wave: np.ndarray, rate: int, source: object, max_seconds: float = MAX_AUDIO_S) -> None:
     """Length and silence checks of :func:`load_driving_audio` on an already decoded wave."""
     seconds = len(wave) / rate
@@ -75,10 +56,11 @@ def check_speech(wave: np.ndarray, rate: int, source: object, max_seconds: float
     if max_seconds and seconds > max_seconds:
         raise InputError(f"audio is {seconds / 60:.1f} min long, over the limit of {max_seconds / 60:g} min "
                          "(raise it with --max-seconds, 0 = no limit)", source)
-    level = frame_rms(wave, rate)
-    if float(level.max()) < SPEECH_RMS:
-        db = 20 * np.log10(max(float(level.max()), 1e-10))
-        raise InputError(f"audio is silent (loudest 40 ms frame at {db:.0f} dBFS, need > −50 dBFS of speech)", source)
+    from ..audio.windows import SPEECH_DBFS, has_sound, loudest_dbfs
+
+    if not has_sound(wave, rate):
+        raise InputError(f"audio is silent (loudest 40 ms frame at {loudest_dbfs(wave, rate):.0f} dBFS, need "
+                         f"≥ {SPEECH_DBFS:.0f} dBFS of speech)", source)
 
 
 def load_driving_audio(path: str | Path, rate: int = AUDIO_RATE, max_seconds: float = MAX_AUDIO_S) -> AudioInput:
@@ -153,13 +135,13 @@ def load_pose_track(path: str | Path) -> PoseTrack:
 
 def clip_audio(path: str | Path, rate: int, n_frames: int, fps: float = 25.0) -> np.ndarray | None:
     """A clip's own audio at ``rate``, cut/zero-padded to ``n_frames`` video frames; None if absent or silent."""
-    from ..audio.windows import fit_length
+    from ..audio.windows import fit_length, has_sound
     from ..media.io import IMAGE_SUFFIXES, load_audio, probe
 
     p = Path(path)
     if p.suffix.lower() in IMAGE_SUFFIXES or not probe(p).has_audio:
         return None
     wave = load_audio(p, rate)
-    if len(wave) == 0 or float(frame_rms(wave, rate).max()) < SPEECH_RMS:
+    if not has_sound(wave, rate):
         return None
     return fit_length(wave, int(round(n_frames * rate / fps)))

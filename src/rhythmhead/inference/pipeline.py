@@ -153,7 +153,7 @@ class Result:
         from contextlib import ExitStack
 
         from ..media.io import VideoWriter
-        from .inputs import frame_rms
+        from ..audio.windows import envelope
 
         settings = self.pipeline.settings
         path = Path(path)
@@ -166,7 +166,7 @@ class Result:
                 from .intermediates import IntermediatesWriter, staged_dir
 
                 inter = IntermediatesWriter(stack.enter_context(staged_dir(self.intermediates)), self.n_frames, FPS)
-                env = frame_rms(self.audio.wave, self.audio.rate, self.n_frames)
+                env = envelope(self.audio.wave, self.audio.rate, self.n_frames)
                 inter.begin(self.plan, env, self.describe())
                 stack.enter_context(inter)
                 on_renders = inter.add_renders
