@@ -252,21 +252,33 @@ def reference_crops(reference: Reference, indices, size: int) -> dict[int, np.nd
     """Crops of the reference frames ``indices`` at ``size``² from the source file itself (the boxes the 256² crops were
     cut with; area-averaged when shrinking), for composing output frames at full resolution: ``{index: (size, size,
     3) uint8}``. At 256 these are the reference's own crops."""
+    crops = crops_at(reference, {int(i): (size,) for i in indices})
+    return {i: crops[i, size] for i in sorted({int(i) for i in indices})}
+
+
+def crops_at(reference: Reference, wanted: dict[int, tuple[int, ...]]) -> dict[tuple[int, int], np.ndarray]:
+    """:func:`reference_crops` of several sizes in one decoding of the source: ``wanted`` maps a frame index to the
+    sides it is wanted at → ``{(index, side): (side, side, 3) uint8}``."""
     from ..media.io import IMAGE_SUFFIXES, iter_frames_with_times, read_image
 
-    wanted = sorted({int(i) for i in indices})
-    if size == CROP_SIZE:
-        return {i: reference.frames[i] for i in wanted}
+    out: dict[tuple[int, int], np.ndarray] = {}
+    todo = {int(i): tuple(int(s) for s in sizes) for i, sizes in wanted.items()}
+    for i, sizes in list(todo.items()):  # the 256² crops are the reference's own
+        for s in sizes:
+            if s == CROP_SIZE:
+                out[i, s] = reference.frames[i]
+        todo[i] = tuple(s for s in sizes if s != CROP_SIZE)
+    todo = {i: sizes for i, sizes in todo.items() if sizes}
+    if not todo:
+        return out
     src = Path(reference.source)
-    out: dict[int, np.ndarray] = {}
     if reference.is_image or src.suffix.lower() in IMAGE_SUFFIXES:
         image = read_image(src)
-        return {i: crop_frame(image, reference.boxes[i], size) for i in wanted}
-    todo = set(wanted)
+        out.update({(i, s): crop_frame(image, reference.boxes[i], s) for i, sizes in todo.items() for s in sizes})
+        return out
     for k, _index, frame in resampled(iter_frames_with_times(src), len(reference.boxes)):
         if k in todo:
-            out[k] = crop_frame(frame, reference.boxes[k], size)
-            todo.discard(k)
+            out.update({(k, s): crop_frame(frame, reference.boxes[k], s) for s in todo.pop(k)})
             if not todo:
                 break
     if todo:

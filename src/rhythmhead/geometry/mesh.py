@@ -152,16 +152,6 @@ def build_textured_mesh(image, mesh478, pose, *, ring_scales: tuple[float, ...] 
     )
 
 
-def sample_texture(texture: torch.Tensor, positions: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """Lookup of ``texture (H, W, 3)`` uint8 at pixel ``positions (..., 2)`` → ``(..., 3)`` float32 in 0..255
-    (``mode``: "bilinear", or "bicubic", which keeps more of the fine detail at sub-pixel positions)."""
-    if positions.ndim >= 3:
-        out = _lookup(texture, positions.reshape(-1, *positions.shape[-3:]), mode)  # (B, 3, H, W)
-    else:
-        out = _lookup(texture, positions.reshape(1, -1, 1, 2), mode)
-    return out.permute(0, 2, 3, 1).reshape(*positions.shape[:-1], 3)
-
-
 def _lookup(texture: torch.Tensor, positions: torch.Tensor, mode: str) -> torch.Tensor:
     """``texture (H, W, 3)`` uint8 at pixel ``positions (B, h, w, 2)`` → ``(B, 3, h, w)`` float32. Images of
     positions stay images, a batch a batch: grid_sample vectorises along a grid row and shares out the batch between

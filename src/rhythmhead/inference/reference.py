@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..audio.windows import envelope, speech_frames
 from ..common import CROP  # reference crops and all landmark/pose pixel units are in the 256² crop
 from ..errors import InputError
-from ..audio.windows import envelope, speech_frames
 from .controls import motion_amplitude, mouth_width, reference_openings
 
 # the face surface of an output frame is looked up on a grid this many times finer, in the key frame cropped up to
@@ -129,8 +129,8 @@ class OutputSources:
         shots: ``(K, 3, S, S)`` float32 in [−1, 1], the K references (the warping sources).
         texture: ``(T, T, 3)`` uint8, the key frame (the 3-D render's texture), cropped at up to
             :data:`SUPERSAMPLE` × S as far as the source's own pixels go (T = S where they do not reach 1.5 S).
-        supersample: the face surface is looked up ``n × n`` per output pixel (n = :data:`SUPERSAMPLE` where T > S,
-            else 1).
+        supersample: the face surface is looked up ``n × n`` per output pixel (n = :data:`SUPERSAMPLE` where
+            T ≥ 1.5 S, else 1).
         regions: a :class:`~rhythmhead.inference.regions.RegionTransfer` at S, or None (a photo).
         mouth: a :class:`~rhythmhead.inference.regions.MouthSynthesis` at S where there is no region bank and the
             bundle has a mouth network, else None.
@@ -146,17 +146,19 @@ class OutputSources:
 
 def output_sources(prepared: "PreparedReference", size: int) -> OutputSources:
     """Crop the references, the key frame and the region bank's frames at ``size`` from the source (once)."""
-    from ..data.preprocess import reference_crops
+    from ..data.preprocess import crops_at
     from .regions import MouthSynthesis, RegionTransfer
 
     ref = prepared.reference
     key = int(ref.key_frame)
     bank = prepared.regions
     wanted = {key, *(int(i) for i in prepared.shots), *([] if bank is None else bank.frames.tolist())}
-    crops = reference_crops(ref, wanted, size)
     texture_side = int(min(SUPERSAMPLE * size, float(ref.boxes[key][2])))
     supersample = SUPERSAMPLE if texture_side >= 1.5 * size else 1
-    texture = reference_crops(ref, [key], texture_side)[key] if supersample > 1 else crops[key]
+    texture_side = texture_side if supersample > 1 else size
+    at = crops_at(ref, {i: (size, texture_side) if i == key else (size,) for i in wanted})  # one decoding
+    crops = {i: at[i, size] for i in wanted}
+    texture = at[key, texture_side]
     device = prepared.ref_images.device
     shots = torch.from_numpy(np.stack([crops[int(i)] for i in prepared.shots])).permute(0, 3, 1, 2).float()
     regions = None if bank is None else RegionTransfer(bank, {i: crops[i] for i in bank.frames.tolist()}, size)
