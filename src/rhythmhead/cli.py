@@ -46,8 +46,19 @@ def cli():
     """
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    """SIGTERM stops a command as Ctrl-C does: the exception unwinds every ``with`` block, so temporary outputs are
+    removed (commands that stop more gently, like training between steps, install their own handler)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the click group, turning InputError into one line and exit status 2."""
+    """Entry point: runs the click group; bad input (InputError) and usage errors are one line on stderr and exit
+    status 2, Ctrl-C exits 130 and SIGTERM 143, both leaving no partial output."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         rv = cli.main(args=argv, standalone_mode=False)
         if isinstance(rv, int) and rv:
@@ -58,8 +69,19 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group called bare: its help, as click prints it
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        if exc.code == 128 + signal.SIGTERM:
+            click.echo("stopped by SIGTERM; no partial output was left", err=True)
+        raise

@@ -3,7 +3,8 @@
 * :data:`CROP` — side of the reference and store crops; every landmark and pose pixel unit is one of this crop.
 * :data:`FPS` — the frame rate of stores, training windows and output videos.
 * :data:`VIDEO_SUFFIXES`, :data:`IMAGE_SUFFIXES` — file name endings read as videos / still images.
-* :func:`atomic_path` — how every output file of the project is written (a temporary file renamed into place).
+* :func:`atomic_path` — how every output file of the project is written (a temporary file renamed into place);
+  :func:`sweep_stale` removes what a killed writer left.
 * :func:`smooth` — the temporal smoothing of poses, landmarks and codes, the same in training and at inference (the
   paper's Hanning windows: 11 taps for Φ's poses, 5 for Ψ's landmarks).
 """
@@ -53,13 +54,50 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def sweep_stale(folder: Path, name: str, suffix: str = "") -> None:
+    """Remove the temporary files and folders of ``name`` that a killed process left in ``folder``: those of
+    :func:`atomic_path` and :func:`staged_name` whose process id is no longer running."""
+    import re
+    import shutil
+
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\..*tmp{re.escape(suffix)}$")
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def staged_name(dest: Path) -> Path:
+    """The hidden temporary name beside ``dest`` of a folder being written by this process (swept by
+    :func:`sweep_stale` once the process is gone)."""
+    return dest.parent / f".{dest.name}.{os.getpid()}.tmp"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Write a file atomically: yields a temporary path in the same folder with the same suffix.
 
     On a clean exit the temporary file replaces ``path`` (``os.replace``, atomic on one file system); on an exception it is
-    removed and ``path`` is left untouched. The parent folder is created if needed. The temporary name is hidden
-    (``.<name>.<random>.tmp<suffix>``) so that an interrupted process (SIGKILL) leaves no file under the final name.
+    removed and ``path`` is left untouched. The parent folder is created if needed. The temporary name is hidden and
+    carries the process id (``.<name>.<pid>.<random>.tmp<suffix>``): an interrupted process (SIGKILL) leaves no file
+    under the final name, and the next write of the same name removes what a dead process left (:func:`sweep_stale`).
 
     Raises:
         InputError: ``path`` is a directory, or its folder cannot be created or written.
@@ -69,7 +107,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise InputError("is a directory, expected an output file name", dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=f".tmp{dest.suffix}")
+        sweep_stale(dest.parent, dest.name, dest.suffix)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.",
+                                        suffix=f".tmp{dest.suffix}")
     except OSError as exc:
         raise InputError(f"cannot write here ({exc.strerror or exc})", dest) from None
     os.close(fd)

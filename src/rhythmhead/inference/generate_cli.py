@@ -15,25 +15,27 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
 from ..errors import InputError
+from .options import NAMES, GenerationControls, click_options
 
 OUT_SUFFIXES = (".mp4", ".mov", ".mkv")
-JOB_KEYS = ("reference", "audio", "out", "pose_from", "still", "motion_scale", "motion_style", "expression_from",
-            "expression_scale", "blink", "seed", "finetune_steps", "paste_back", "size", "max_size",
-            "save_intermediates", "max_seconds", "unprojector")
+FILE_KEYS = ("reference", "audio", "out", "pose_from", "motion_style", "expression_from", "save_intermediates")
+JOB_KEYS = FILE_KEYS + NAMES
 GLOBAL_KEYS = ("models", "device", "preset", "jobs")
 
 
 @dataclass
 class Job:
-    """One generation's options, as given (paths still strings) plus what validation loaded."""
+    """One generation: its files (paths as given), its checked controls, and what validation loaded."""
 
     options: dict
+    controls: GenerationControls = field(default_factory=GenerationControls)
     line: int | None = None
     audio: object = None
     reference: object = None
@@ -50,6 +52,17 @@ class Job:
 
 def _where(job: Job, key: str) -> str:
     return f"{job.name}: --{key.replace('_', '-')}" if job.line is not None else f"--{key.replace('_', '-')}"
+
+
+@contextmanager
+def _named(job: Job):
+    """A batch's up-front checks name the job that failed them (and stop the batch before any model loads)."""
+    try:
+        yield
+    except InputError as exc:
+        if job.line is None:
+            raise
+        raise InputError(f"{job.name}: {exc}") from None
 
 
 def check_files(job: Job) -> None:
@@ -73,7 +86,7 @@ def check_files(job: Job) -> None:
     for key in ("reference", "audio", "pose_from", "expression_from", "motion_style"):
         if o.get(key) and Path(o[key]).resolve() == out.resolve():
             raise InputError(f"the output would overwrite the {key.replace('_', ' ')} input", out)
-    if o.get("pose_from") and o.get("still"):
+    if o.get("pose_from") and job.controls.still:
         raise click.UsageError(f"{_where(job, 'pose_from')} and --still exclude each other")
     check_reference_file(o["reference"])
     info = probe(o["audio"])
@@ -94,11 +107,9 @@ def check_files(job: Job) -> None:
 
 
 def check_audio(job: Job) -> None:
-    from .inputs import MAX_AUDIO_S, load_driving_audio
+    from .inputs import load_driving_audio
 
-    o = job.options
-    limit = o.get("max_seconds")
-    job.audio = load_driving_audio(o["audio"], max_seconds=MAX_AUDIO_S if limit is None else float(limit))
+    job.audio = load_driving_audio(job.options["audio"], max_seconds=job.controls.max_seconds)
 
 
 def check_faces(job: Job, echo, cache: dict | None = None) -> None:
@@ -139,13 +150,9 @@ def run_job(pipe, job: Job, echo, progress: bool = True) -> dict:
 
     o = job.options
     start = time.perf_counter()
-    result = pipe(job.reference, job.audio, pose_from=job.pose_track, still=bool(o.get("still")),
-                  motion_scale=float(o.get("motion_scale", 1.0)), motion_style=job.style,
-                  expression_from=job.expression_ref, expression_scale=float(o.get("expression_scale", 1.0)),
-                  blink=bool(o.get("blink", True)), seed=int(o.get("seed", 0)),
-                  finetune_steps=int(o.get("finetune_steps", 0)), paste_back=bool(o.get("paste_back")),
-                  size=int(o.get("size") or 256), max_size=int(o.get("max_size") or 1280),
-                  save_intermediates=o.get("save_intermediates"), unprojector=o.get("unprojector") or "mediapipe")
+    result = pipe(job.reference, job.audio, pose_from=job.pose_track, motion_style=job.style,
+                  expression_from=job.expression_ref, save_intermediates=o.get("save_intermediates"),
+                  controls=job.controls)
     for note in result.notes:
         if note not in job.notes:
             echo(f"warning: {note}")
@@ -180,13 +187,18 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def read_jobs(path: str | Path, defaults: dict) -> list[Job]:
-    """Parse a JSONL jobs file: one JSON object per non-empty line, keys = option names (``-`` or ``_``)."""
+def read_jobs(path: str | Path, defaults: GenerationControls) -> list[Job]:
+    """Parse a JSONL jobs file: one JSON object per non-empty line, keys = option names (``-`` or ``_``); a job's
+    controls are ``defaults`` (the command line's) with its own values, checked as the command line's are."""
     p = Path(path)
     if not p.is_file():
         raise InputError("jobs file not found", p)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the jobs file ({getattr(exc, 'strerror', None) or exc})", p) from None
     jobs = []
-    for number, line in enumerate(p.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -201,10 +213,18 @@ def read_jobs(path: str | Path, defaults: dict) -> list[Job]:
             bad = ", ".join(unknown)
             hint = " (models/device/preset are set once on the command line)" if set(unknown) & set(GLOBAL_KEYS) else ""
             raise InputError(f"line {number} has unknown option(s) {bad}{hint}", p)
-        jobs.append(Job({**defaults, **item}, line=number))
+        for key in FILE_KEYS:
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise InputError(f"line {number}: --{key.replace('_', '-')} must be a file path (a string), "
+                                 f"got {json.dumps(item[key])}", p)
+        try:
+            controls = GenerationControls.from_values({k: v for k, v in item.items() if k in NAMES}, defaults)
+        except InputError as exc:
+            raise InputError(f"line {number}: {exc}", p) from None
+        jobs.append(Job({k: item.get(k) for k in FILE_KEYS}, controls, line=number))
     if not jobs:
         raise InputError("jobs file holds no job", p)
-    outs = [str(Path(j.options.get("out", "")).resolve()) for j in jobs]
+    outs = [str(Path(j.options.get("out") or "").resolve()) for j in jobs]
     dupes = sorted({o for o in outs if outs.count(o) > 1})
     if dupes:
         raise InputError(f"several jobs write the same output {dupes[0]}", p)
@@ -220,38 +240,22 @@ def read_jobs(path: str | Path, defaults: dict) -> list[Job]:
               help="Models folder (tools/make_bundle.py); default: the bundled models.")
 @click.option("--pose-from", metavar="VIDEO|NPY",
               help="Head motion of a driving video (applied about the reference's pose) or exact (T, 6) poses (.npy).")
-@click.option("--still", is_flag=True, help="Hold the reference's mean head pose.")
-@click.option("--motion-scale", type=click.FloatRange(0, 5), default=1.0, show_default=True,
-              help="Head-motion amplitude about the reference's mean pose (0 = still).")
 @click.option("--motion-style", metavar="CLIP", help="A video with speech whose head-motion style drives the head.")
 @click.option("--expression-from", metavar="VIDEO", help="Take the facial expression from a video.")
-@click.option("--expression-scale", type=click.FloatRange(0, 5), default=1.0, show_default=True,
-              help="Expression amplitude about the neutral face.")
-@click.option("--blink/--no-blink", default=True, show_default=True, help="Add natural random blinks.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the blinks and of fine-tuning.")
-@click.option("--finetune-steps", type=click.IntRange(0, 2000), default=0, show_default=True,
-              help="Test-time fine-tuning steps of G on the reference frames (paper: 70).")
 @click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
               help="Run settings (K reference frames, chunk, batch) and the bundle's preset sub-folder if any.")
-@click.option("--paste-back", is_flag=True,
-              help="Paste the face back into the reference's original frame, composed at its own resolution.")
-@click.option("--size", type=click.Choice(["256", "512"]), default="256", show_default=True,
-              help="Side of the output crop (composed at that size from the reference's own pixels).")
-@click.option("--max-size", type=click.IntRange(min=256), default=1280, show_default=True, metavar="N",
-              help="With --paste-back: the longest side of the output video (the source is shrunk to fit).")
 @click.option("--save-intermediates", metavar="DIR", help="Also write poses/landmarks/codes .npy, renders and plots.")
-@click.option("--unprojector", type=click.Choice(["mediapipe", "network"]), default="mediapipe", show_default=True,
-              help="Mesh of the key frame: the tracked MediaPipe mesh or the bundle's unprojection network.")
-@click.option("--max-seconds", type=click.FloatRange(min=0), default=600.0, show_default=True,
-              help="Longest speech accepted, in seconds (0 = no limit).")
+@click_options
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu, cuda, cuda:1.")
 @click.option("--jobs", type=click.Path(dir_okay=False), metavar="JOBS.jsonl",
               help="Run one job per JSON line, loading the models once.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def generate(reference, audio, out, models, pose_from, still, motion_scale, motion_style, expression_from,
-             expression_scale, blink, seed, finetune_steps, preset, paste_back, size, max_size, save_intermediates,
-             unprojector, max_seconds, device, jobs, quiet):
+def generate(reference, audio, out, models, pose_from, motion_style, expression_from, save_intermediates, preset,
+             device, jobs, quiet, **controls):
     """Make a video of the reference person saying the speech, with lip motion and rhythmic head motion.
+
+    An existing output file is replaced (as ffmpeg -y does); it is written under a hidden temporary name and renamed
+    only once complete, so a failed or interrupted run leaves the old file as it was.
 
     \b
     Examples:
@@ -262,33 +266,32 @@ def generate(reference, audio, out, models, pose_from, still, motion_scale, moti
       rhythmhead generate --models runs/bundle --jobs jobs.jsonl     # {"reference": ..., "audio": ..., "out": ...}
     """
     from .bundle import check_bundle, resolve_models_dir
+    from .options import check_device
 
     echo = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    options = {"reference": reference, "audio": audio, "out": out, "pose_from": pose_from, "still": still,
-               "motion_scale": motion_scale, "motion_style": motion_style, "expression_from": expression_from,
-               "expression_scale": expression_scale, "blink": blink, "seed": seed, "finetune_steps": finetune_steps,
-               "paste_back": paste_back, "size": int(size), "max_size": max_size,
-               "save_intermediates": save_intermediates, "max_seconds": max_seconds,
-               "unprojector": unprojector}
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: no CUDA device available")
+    files = {"reference": reference, "audio": audio, "out": out, "pose_from": pose_from, "motion_style": motion_style,
+             "expression_from": expression_from, "save_intermediates": save_intermediates}
+    given = GenerationControls.from_values(controls)
+    device = check_device(device)
     if jobs:
-        job_list = read_jobs(jobs, {k: v for k, v in options.items() if k not in ("reference", "audio", "out")})
+        job_list = read_jobs(jobs, given)
+        for job in job_list:  # the command line's files are every job's defaults too
+            job.options = {**{k: v for k, v in files.items() if k not in ("reference", "audio", "out")},
+                           **{k: v for k, v in job.options.items() if v is not None}}
     else:
-        job_list = [Job(options)]
+        job_list = [Job(files, given)]
 
     # 1. cheap checks of every job, then the checkpoints' headers, then the speech: all before loading any model
     for job in job_list:
-        check_files(job)
+        with _named(job):
+            check_files(job)
     root = resolve_models_dir(models, preset)
     metas = check_bundle(root)
-    if unprojector == "network" and "unprojection" not in metas:
+    if any(j.controls.unprojector == "network" for j in job_list) and "unprojection" not in metas:
         raise InputError("--unprojector network needs unprojection.safetensors in the models folder", root)
     for job in job_list:
-        check_audio(job)
+        with _named(job):
+            check_audio(job)
     # 2. faces of a single job before the models load (a batch tracks each job's faces when it runs)
     if len(job_list) == 1 and not jobs:
         check_faces(job_list[0], echo)
@@ -306,11 +309,12 @@ def generate(reference, audio, out, models, pose_from, still, motion_scale, moti
             if job.reference is None:
                 check_faces(job, echo, tracked)
             summary = run_job(pipe, job, echo, progress=not quiet)
-        except InputError as exc:
+        except Exception as exc:  # noqa: BLE001 — in a batch, one job's failure is reported and the others run
             if not jobs:
                 raise
             failed += 1
-            echo(f"error: {job.name}: {exc}")
+            what = str(exc) if isinstance(exc, InputError) else f"failed ({type(exc).__name__}: {exc})"
+            echo(f"error: {job.name}: {what.splitlines()[0] if what else type(exc).__name__}")
             continue
         click.echo(format_summary(summary))
     if failed:

@@ -34,6 +34,10 @@ class AudioInput:
     rate: int
     source: str = ""
 
+    def __post_init__(self):
+        if np.ndim(self.wave) != 1 or not np.isfinite(self.wave).all():
+            raise InputError("audio must be a mono wave of finite samples", self.source or None)
+
     @property
     def seconds(self) -> float:
         return len(self.wave) / self.rate

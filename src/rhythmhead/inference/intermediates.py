@@ -22,6 +22,8 @@ from typing import Iterator
 
 import numpy as np
 
+from ..common import staged_name, sweep_stale
+
 N_PNG = 4  # render PNGs
 
 
@@ -31,7 +33,8 @@ def staged_dir(out_dir: str | Path) -> Iterator[Path]:
     output on failure: the temporary folder is removed)."""
     dest = Path(out_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp{os.getpid()}"
+    sweep_stale(dest.parent, dest.name)
+    tmp = staged_name(dest)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

@@ -37,9 +37,8 @@ import torch
 
 from ..common import FPS
 from ..errors import InputError
+from .options import GenerationControls
 from .stream import AudioFrames, MotionPlan, StageTimer
-
-OUTPUT_SIZES = (256, 512)  # sides of the output crop (--size); paste-back composes at the source's own
 
 
 @dataclass(frozen=True)
@@ -223,7 +222,9 @@ class TalkingHeadPipeline:
         from dataclasses import replace
 
         from .bundle import load_bundle
+        from .options import check_device
 
+        device = check_device(device)
         if preset is not None and preset not in PRESETS:
             raise InputError(f"unknown preset '{preset}' (known: {', '.join(PRESETS)})")
         settings = replace(PRESETS.get(preset, InferenceSettings()), **overrides)
@@ -253,9 +254,8 @@ class TalkingHeadPipeline:
                        unprojector=unprojector, seed=seed, device=self.device, notes=notes)
 
     # -- steps 2–4 ---------------------------------------------------------------------------------------------------
-    def plan(self, prepared, audio, *, pose_from=None, still: bool = False, motion_scale: float = 1.0,
-             expression_from=None, expression_scale: float = 1.0, blink: bool = True, seed: int = 0,
-             timer: StageTimer | None = None) -> MotionPlan:
+    def plan(self, prepared, audio, *, pose_from=None, expression_from=None, controls: GenerationControls | None = None,
+             timer: StageTimer | None = None, **values) -> MotionPlan:
         """Poses, expression codes and landmarks of every frame (see the module docstring, steps 2–4).
 
         Args:
@@ -263,19 +263,20 @@ class TalkingHeadPipeline:
             audio: an :class:`~rhythmhead.inference.inputs.AudioInput`.
             pose_from: exact ``(T', 6)`` poses (array or ``.npy`` path), or a video path / ``PoseTrack`` whose motion is
                 applied about the reference's mean pose; cut or ping-ponged to T.
-            still: hold the reference's mean pose.
-            motion_scale: amplitude of the head motion about the reference's mean pose (0 = still, 1 = as made).
             expression_from: a video path or a Reference whose frontal landmarks drive the expression.
-            expression_scale: amplitude of the expression about the neutral face.
-            blink: add random blinks (seeded by ``seed``) to Ψ's expression.
+            controls, values: :class:`~rhythmhead.inference.options.GenerationControls` (``values`` override it by
+                name); this step reads ``still``, ``motion_scale``, ``expression_scale``, ``blink`` (random blinks
+                seeded by ``seed`` added to Ψ's expression) and ``seed``.
         """
         from ..audio.windows import envelope, num_frames, samples_per_frame, speech_frames
         from ..data.pca import open_rate
         from ..geometry.pose import apply_pose
-        from . import controls
+        from . import controls as shape
         from .inputs import PoseTrack, load_pose_track, load_reference, resample
         from .stream import predict_codes, predict_poses
 
+        c = GenerationControls.from_values(values, controls)
+        still, motion_scale, expression_scale, blink, seed = c.still, c.motion_scale, c.expression_scale, c.blink, c.seed
         timer = timer or StageTimer()
         n = num_frames(len(audio.wave), audio.rate, FPS)
         motion, expr = self.bundle.motion, self.bundle.expression
@@ -286,7 +287,7 @@ class TalkingHeadPipeline:
                 waves[rate] = AudioFrames(resample(audio.wave, audio.rate, rate), n, samples_per_frame(rate, FPS))
             return waves[rate]
 
-        info = {}
+        info, notes = {}, []
         # 3. poses
         anchor = prepared.anchor_pose
         if pose_from is not None:
@@ -296,25 +297,28 @@ class TalkingHeadPipeline:
             track = np.asarray(pose_from.poses if isinstance(pose_from, PoseTrack) else pose_from, np.float32)
             if track.ndim != 2 or track.shape[1] != 6 or len(track) == 0 or not np.isfinite(track).all():
                 raise InputError(f"pose_from must be finite (T, 6) poses, got shape {track.shape}")
-            poses = controls.fit_length(track, n)
+            poses = shape.fit_length(track, n)
+            if len(track) < n:
+                notes.append(f"--pose-from has {len(track)} poses for {n} frames of speech: they are played forth "
+                             "and back to fill it")
             if isinstance(pose_from, PoseTrack) and pose_from.relative:  # a driving video's motion, about our pose
                 poses = poses - track.mean(0) + anchor
             info["motion"] = source
         elif still:
-            poses = controls.hold_pose(anchor, n)
+            poses = shape.hold_pose(anchor, n)
             info["motion"] = "still"
         else:
             norm = predict_poses(motion.net, prepared.motion_weight, prepared.motion_bias, frames_at(motion.audio_rate),
                                  self.settings.chunk * 4, timer)
             # smoothed, and its amplitude matched to the reference's (or the style's) own motion: Φ says when and which
             # way the head moves, the reference how much (`rhythmhead evaluate motion`, row model_smoothed)
-            poses = controls.shape_motion(norm * motion.pose_std + motion.pose_mean, prepared.motion_std,
+            poses = shape.shape_motion(norm * motion.pose_std + motion.pose_mean, prepared.motion_std,
                                           prepared.motion_speed)
             if prepared.recenter:  # a style's poses sit at the style clip's head position: move them onto ours
                 poses = poses - poses.mean(0) + anchor
             info["motion"] = f"phi ({prepared.motion_source})"
         if motion_scale != 1.0:
-            poses = controls.scale_motion(poses, anchor, motion_scale)
+            poses = shape.scale_motion(poses, anchor, motion_scale)
         poses = np.asarray(poses, np.float32)
 
         # 4. expression
@@ -326,7 +330,10 @@ class TalkingHeadPipeline:
                 driver, _ = load_reference(driver)
             d_frontal = np.asarray(driver.frontal, np.float32)
             d_codes = pca.encode(d_frontal, pca.identity_offset(d_frontal))
-            codes = controls.fit_length(np.asarray(d_codes, np.float32), n)
+            codes = shape.fit_length(np.asarray(d_codes, np.float32), n)
+            if len(d_codes) < n:
+                notes.append(f"--expression-from has {len(d_codes)} frames for {n} frames of speech: they are played "
+                             "forth and back to fill it")
             info["expression"] = f"expression_from:{driver.source}"
         else:
             codes = predict_codes(expr.net, prepared.ref_code, frames_at(expr.audio_rate), self.settings.chunk * 4,
@@ -334,69 +341,59 @@ class TalkingHeadPipeline:
             # the openings of the reference clip's own mouth (Ψ alone opens about half as wide and seldom closes),
             # its closed mouth in the pauses
             speech = speech_frames(envelope(frames_at(expr.audio_rate).wave, expr.audio_rate, n, FPS))
-            codes = controls.shape_expression(codes, self.settings.code_smooth_taps,
+            codes = shape.shape_expression(codes, self.settings.code_smooth_taps,
                                               lambda c: open_rate(pca.decode(c, prepared.identity_offset)),
                                               prepared.reference_openings, prepared.neutral_code, speech)
             info["expression"] = "psi"
         if expression_scale != 1.0:
-            codes = controls.scale_expression(codes, prepared.neutral_code, expression_scale)
+            codes = shape.scale_expression(codes, prepared.neutral_code, expression_scale)
         codes = np.asarray(codes, np.float32)
         frontal = np.asarray(pca.decode(codes, prepared.identity_offset), np.float32)
         closure = np.zeros(n, np.float32)
         if blink and expression_from is None:
-            closure = controls.blink_curve(n, np.random.default_rng(seed), FPS)
-            frontal = controls.apply_blinks(frontal, closure)
+            closure = shape.blink_curve(n, np.random.default_rng(seed), FPS)
+            frontal = shape.apply_blinks(frontal, closure)
         landmarks = apply_pose(torch.from_numpy(frontal), torch.from_numpy(poses)).numpy()
         info.update(motion_scale=motion_scale, expression_scale=expression_scale, blink=bool(blink), seed=seed)
+        if notes:
+            info["notes"] = notes
         return MotionPlan(poses, codes, frontal, landmarks.astype(np.float32), closure, info)
 
     # -- the whole call ----------------------------------------------------------------------------------------------
-    def __call__(self, reference, audio, *, pose_from=None, still: bool = False, motion_scale: float = 1.0,
-                 motion_style=None, expression_from=None, expression_scale: float = 1.0, blink: bool = True,
-                 seed: int = 0, finetune_steps: int = 0, paste_back: bool = False, size: int = 256,
-                 max_size: int = 1280, save_intermediates=None, unprojector: str = "mediapipe",
-                 max_seconds: float | None = None) -> Result:
+    def __call__(self, reference, audio, *, pose_from=None, motion_style=None, expression_from=None,
+                 save_intermediates=None, controls: GenerationControls | None = None, **values) -> Result:
         """Generate a talking head (see the module docstring). Nothing is rendered until the result is iterated/saved.
 
         Args:
             reference: a video or photo path, a :class:`rhythmhead.data.preprocess.Reference`, or a prepared
                 reference from :meth:`prepare` (reused as is; ``motion_style``/``finetune_steps`` then ignored).
             audio: a speech file path or an :class:`~rhythmhead.inference.inputs.AudioInput`.
-            pose_from, still, motion_scale, expression_from, expression_scale, blink, seed: see :meth:`plan`.
+            pose_from, expression_from: see :meth:`plan`.
             motion_style: a clip (video with speech) whose motion style drives a photo (or overrides a video's own).
-            finetune_steps: test-time fine-tuning steps of G on the K references.
-            paste_back: paste each frame into the reference's original key frame, composed at the source's
-                resolution (capped by ``max_size``).
-            size: side of the output crop without paste-back: 256 or 512 (composed at that size from the source).
-            max_size: with ``paste_back``, the longest side of the output video (the source is shrunk to fit).
             save_intermediates: a folder for poses/landmarks/codes/renders/plots (written by :meth:`Result.save`).
-            unprojector: ``"mediapipe"`` or ``"network"`` (the bundle's unprojection network).
-            max_seconds: longest speech accepted (default 600 s; 0 = no limit).
+            controls, values: the :class:`~rhythmhead.inference.options.GenerationControls` (``values`` override it
+                by name, e.g. ``motion_scale=1.5, seed=3, size=512, paste_back=True``), checked as on the command line.
 
         Raises:
-            InputError: unusable inputs (one line naming the file).
+            InputError: unusable inputs or controls (one line naming the file or the control).
         """
-        from .inputs import MAX_AUDIO_S, AudioInput, load_driving_audio
+        from .inputs import AudioInput, load_driving_audio
         from .reference import PreparedReference
 
-        if not isinstance(audio, AudioInput):
-            audio = load_driving_audio(audio, max_seconds=MAX_AUDIO_S if max_seconds is None else max_seconds)
-        if pose_from is not None and still:
+        c = GenerationControls.from_values(values, controls)
+        if pose_from is not None and c.still:
             raise InputError("--pose-from and --still exclude each other")
-        if size not in OUTPUT_SIZES:
-            raise InputError(f"--size must be one of {', '.join(map(str, OUTPUT_SIZES))}, got {size}")
-        if not isinstance(max_size, int) or max_size < 256:
-            raise InputError(f"--max-size must be a whole number of pixels ≥ 256, got {max_size}")
+        if not isinstance(audio, AudioInput):
+            audio = load_driving_audio(audio, max_seconds=c.max_seconds)
         timer = StageTimer()
         if isinstance(reference, PreparedReference):
             prepared = reference
         else:
             with timer("reference"):
-                prepared = self.prepare(reference, motion_style=motion_style, finetune_steps=finetune_steps,
-                                        unprojector=unprojector, seed=seed)
-        plan = self.plan(prepared, audio, pose_from=pose_from, still=still, motion_scale=motion_scale,
-                         expression_from=expression_from, expression_scale=expression_scale, blink=blink, seed=seed,
+                prepared = self.prepare(reference, motion_style=motion_style, finetune_steps=c.finetune_steps,
+                                        unprojector=c.unprojector, seed=c.seed)
+        plan = self.plan(prepared, audio, pose_from=pose_from, expression_from=expression_from, controls=c,
                          timer=timer)
-        return Result(self, prepared, plan, audio, paste_back=paste_back, size=size, max_size=max_size,
+        return Result(self, prepared, plan, audio, paste_back=c.paste_back, size=c.size, max_size=c.max_size,
                       intermediates=Path(save_intermediates) if save_intermediates else None, timer=timer,
-                      notes=list(prepared.notes))
+                      notes=list(prepared.notes) + plan.info.get("notes", []))

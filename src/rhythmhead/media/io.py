@@ -11,6 +11,7 @@ a temporary name next to its destination and is renamed only when complete, so a
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -313,7 +314,29 @@ def _decode_audio_pyav(p: Path) -> tuple[np.ndarray, int]:
     data = np.concatenate([ch[:channels] for ch in chunks], axis=1).T.astype(np.float32, copy=False)
     if 0 < n_declared < data.shape[0]:
         data = data[:n_declared]
+    _check_complete(p, data.shape[0], n_declared, rate)
     return data, rate
+
+
+def _check_complete(p: Path, n_decoded: int, n_declared: int, rate: int) -> None:
+    """FFmpeg and libsndfile decode a cut-off file silently up to where its data ends: refuse audio that is more than
+    a quarter of a second and 2 % shorter than its header says (as :func:`iter_frames_with_times` refuses video)."""
+    missing = n_declared - n_decoded
+    if missing > 0.25 * rate and missing > 0.02 * n_declared:
+        raise InputError(f"truncated or corrupt: decoded {n_decoded / rate:.2f} s of the {n_declared / rate:.2f} s of "
+                         "audio its header declares; re-export the file", p)
+
+
+def _wav_declared_frames(p: Path) -> int:
+    """The frame count a PCM .wav's header declares (libsndfile reports what is there instead); 0 if unknown."""
+    import wave
+
+    try:
+        with wave.open(str(p), "rb") as w:
+            n = w.getnframes()
+    except (wave.Error, EOFError, OSError):
+        return 0
+    return n if 0 < n < 0x7FFFFFFF // 2 else 0  # streamed wavs leave the size at 0 or 0xFFFFFFFF
 
 
 def load_audio(path: str | os.PathLike, rate: int = 16000) -> np.ndarray:
@@ -326,7 +349,8 @@ def load_audio(path: str | os.PathLike, rate: int = 16000) -> np.ndarray:
         ``(N,)`` float32.
 
     Raises:
-        InputError: missing/empty/unreadable file, no audio stream ("...: has no audio track"), zero-length audio.
+        InputError: missing/empty/unreadable file, no audio stream ("...: has no audio track"), zero-length audio,
+            audio cut short of its header's length, NaN or infinite samples.
     """
     p = _check_input(path)
     if rate <= 0:
@@ -337,12 +361,16 @@ def load_audio(path: str | os.PathLike, rate: int = 16000) -> np.ndarray:
             data, src_rate = soundfile.read(str(p), dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, OSError):
             data = None  # an odd codec inside a .wav: let FFmpeg try
+        if data is not None:
+            _check_complete(p, data.shape[0], _wav_declared_frames(p) if p.suffix.lower() == ".wav" else 0, src_rate)
     if data is None:
         if _is_image(p):
             raise InputError("is an image, it has no audio track", p)
         data, src_rate = _decode_audio_pyav(p)
     if data.shape[0] == 0:
         raise InputError("audio track is empty (zero length)", p)
+    if not np.isfinite(data).all():
+        raise InputError("audio holds NaN or infinite samples; re-export it (e.g. as 16-bit PCM)", p)
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if src_rate != rate:
         mono = soxr.resample(mono, src_rate, rate, quality="HQ")
@@ -366,6 +394,16 @@ def _fps_fraction(fps: float | Fraction) -> Fraction:
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     return Fraction(fps).limit_denominator(1001)
+
+
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
+
+
+def _refuse_write_error(exc: BaseException, path: Path) -> None:
+    """A full disk, a file-size limit or a read-only folder while writing: one InputError line naming the output."""
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        raise InputError(f"cannot write the video ({os.strerror(exc.errno)}); nothing was left there — free some "
+                         "space or choose another output", path) from None
 
 
 class VideoWriter:
@@ -433,18 +471,21 @@ class VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        import sys
+
         ok = exc_type is None
         try:
             if ok:
                 self._finish()
-        except BaseException:
-            import sys
-
+            self._close_container(ok=ok)
+        except BaseException as failure:
             self._close_container(ok=False)
             self._atomic.__exit__(*sys.exc_info())
+            _refuse_write_error(failure, self.path)
             raise
-        self._close_container(ok=ok)
         self._atomic.__exit__(exc_type, exc, tb)
+        if exc is not None:
+            _refuse_write_error(exc, self.path)
         return False
 
     # -- writing
