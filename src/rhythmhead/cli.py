@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     status 2, Ctrl-C exits 130 and SIGTERM 143, both leaving no partial output."""
     import signal
 
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         rv = cli.main(args=argv, standalone_mode=False)
@@ -85,3 +86,6 @@ def main(argv: list[str] | None = None) -> None:
         if exc.code == 128 + signal.SIGTERM:
             click.echo("stopped by SIGTERM; no partial output was left", err=True)
         raise
+    finally:
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)

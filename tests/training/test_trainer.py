@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from rhythmhead.errors import InputError
 from rhythmhead.models.checkpoint import load_export
 from rhythmhead.training import checkpoint
+from rhythmhead.training import trainer as trainer_module
 from rhythmhead.training.trainer import Trainer
 from trainer_toy import ToyConfig, ToyModelConfig, ToyTask, flat_params
 
@@ -113,10 +115,82 @@ def test_run_folder_guards(tmp_path):
         Trainer(wider, tmp_path, "cpu", resume="latest")
     other_lr = ToyTask(dataclasses.replace(ToyConfig(), lr=1e-3), None)  # not architecture: allowed
     assert Trainer(other_lr, tmp_path, "cpu", resume="latest").step == 2
-    bad = tmp_path / "checkpoints" / "state-00000009.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="not a readable training state"):
+
+
+def test_damaged_newest_states_fall_back_to_the_previous_readable_one(tmp_path):
+    Trainer(make_task(checkpoint_every=2, keep_last=3, val_every=0), tmp_path, "cpu").fit(6)
+    folder = tmp_path / "checkpoints"
+    cut = folder / "state-00000006.pt"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # a save cut short
+    (folder / "state-00000004.pt").write_bytes(b"")
+    torch.save({"format": "something else"}, folder / "state-00000005.pt")  # readable, but not a training state
+    with pytest.warns(UserWarning) as caught:
+        trainer = Trainer(make_task(checkpoint_every=2, keep_last=3, val_every=0), tmp_path, "cpu", resume="latest")
+    assert trainer.step == 2
+    notes = [str(w.message) for w in caught]
+    assert len(notes) == 3 and all("\n" not in n and "renamed to" in n for n in notes)
+    assert "state-00000006.pt: not a readable training state (" in notes[0]
+    assert "state-00000005.pt: not a rhythmhead training state" in notes[1]
+    assert "state-00000004.pt: not a readable training state (EOFError)" in notes[2]
+    # moved out of the rotation: the resumed run's new states are what keep_last counts and resume finds
+    trainer.fit(8)
+    assert [p.name for p in checkpoint.list_states(tmp_path)] == ["state-00000004.pt", "state-00000006.pt",
+                                                                   "state-00000008.pt"]
+    assert Trainer(make_task(), tmp_path, "cpu", resume="latest").step == 8
+    for p in checkpoint.list_states(tmp_path):
+        p.write_bytes(b"junk")
+    with pytest.warns(UserWarning), pytest.raises(InputError, match="none of its 3 training states is readable"):
         Trainer(make_task(), tmp_path, "cpu", resume="latest")
+    with pytest.raises(InputError, match="not a readable training state"):  # named explicitly: no fall-back
+        Trainer(make_task(), tmp_path, "cpu", resume=folder / "state-00000006.pt.bad")
+
+
+def test_time_based_checkpoints_follow_the_wall_clock(tmp_path, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: clock[0])
+
+    class FourMinuteSteps(ToyTask):
+        def train_step(self, batch, step, optimizers):
+            clock[0] += 240.0
+            return super().train_step(batch, step, optimizers)
+
+    cfg = ToyConfig()
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(
+        cfg.trainer, checkpoint_every=0, checkpoint_minutes=10, log_every=1, keep_last=10, val_every=0))
+    Trainer(FourMinuteSteps(cfg, None), tmp_path, "cpu").fit(10)
+    assert [p.name for p in checkpoint.list_states(tmp_path)] == [  # 12 minutes after the last save, and the end
+        "state-00000003.pt", "state-00000006.pt", "state-00000009.pt", "state-00000010.pt"]
+
+
+# a Trainer in another process whose 2nd save dies (SIGKILL) with half the file written, as a kill -9 would leave it
+KILLED_MID_SAVE = """
+import os, signal, sys, torch
+from rhythmhead.training.trainer import Trainer
+from trainer_toy import ToyConfig, ToyTask
+real_save = torch.save
+def dying_save(obj, f):
+    real_save(obj, f)
+    if obj["step"] == 6:
+        os.truncate(f, os.path.getsize(f) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+torch.save = dying_save
+Trainer(ToyTask(ToyConfig(), None), sys.argv[1], "cpu").fit(10)
+"""
+
+
+def test_a_kill_mid_save_leaves_the_previous_state_newest(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", KILLED_MID_SAVE, str(tmp_path)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names[0].startswith(".state-00000006.pt.") and names[1:] == ["state-00000003.pt"]  # the half file is hidden
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = Trainer(make_task(), tmp_path, "cpu", resume="latest")
+    assert trainer.step == 3 and not [w for w in caught if "training state" in str(w.message)]  # no fall-back
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["state-00000003.pt"]  # swept at start
 
 
 def test_resume_at_or_past_max_steps_only_exports(tmp_path):
@@ -136,11 +210,12 @@ class SignalledTask(ToyTask):
 
 
 def test_sigterm_saves_a_state_and_resume_finishes(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or rhythmhead.cli's once an in-process CLI test ran main()
     trainer = Trainer(SignalledTask(ToyConfig(), None), tmp_path, "cpu").fit(6)
     assert trainer.interrupted == signal.SIGTERM and trainer.step == 2
     assert checkpoint.find_latest(tmp_path).name == "state-00000002.pt"
     assert not (tmp_path / "export").exists()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    assert signal.getsignal(signal.SIGTERM) is before  # handler restored
     trainer = Trainer(make_task(), tmp_path, "cpu", resume="latest").fit(6)
     assert trainer.interrupted is None and (tmp_path / "export" / "toy.safetensors").is_file()
 

@@ -7,12 +7,15 @@ A state is a plain dict of tensors and containers (loadable with ``torch.load(we
      "rng": [per-rank RNG state], "hooks": {name: state}, "task": task.extra_state()}
 
 RNG states are stored as tensors and lists (never numpy objects) so that no pickled class is needed to read them.
+A save killed mid-write leaves only a hidden temporary file (swept at the next start); resuming from a folder skips an
+unreadable newest state (cut short, empty, not a state), renaming it ``*.bad``.
 The inference export is a different file kind; see :mod:`rhythmhead.models.checkpoint`.
 """
 from __future__ import annotations
 
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from ..errors import InputError
 
 FORMAT = "rhythmhead-train-state"
 _NAME = re.compile(r"^state-(\d{8})\.pt$")
+_TMP = re.compile(r"^\.state-\d{8}\.pt\..*\.tmp\.pt$")  # common.atomic_path's temporary names
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -108,23 +112,41 @@ def find_latest(run_dir: str | Path) -> Path | None:
     return states[-1] if states else None
 
 
-def resolve_resume(run_dir: str | Path, resume: str | Path) -> Path:
-    """``"latest"`` (newest state of ``run_dir``), a state file, or another run's folder → a state file path."""
-    if str(resume) == "latest":
-        path = find_latest(run_dir)
-        if path is None:
-            raise InputError("no training state to resume from (run without --resume to start)",
-                             checkpoint_dir(run_dir))
-        return path
-    path = Path(resume)
-    if path.is_dir():
-        latest = find_latest(path)
-        if latest is None:
-            raise InputError("no training state in this run folder", path)
-        return latest
-    if not path.is_file():
-        raise InputError("training state not found", path)
-    return path
+def sweep_temp(run_dir: str | Path) -> list[Path]:
+    """Remove the temporary files that a save killed mid-write left in ``RUN/checkpoints`` (rank 0, at start)."""
+    folder = checkpoint_dir(run_dir)
+    swept = [p for p in folder.iterdir() if _TMP.match(p.name)] if folder.is_dir() else []
+    for p in swept:
+        p.unlink(missing_ok=True)
+    return swept
+
+
+def load_resume(run_dir: str | Path, resume: str | Path, main: bool = True) -> tuple[Path, dict[str, Any]]:
+    """``"latest"`` (newest state of ``run_dir``), a state file, or another run's folder → (state file, state).
+
+    Of a folder, the newest *readable* state is taken: one cut short, empty or not a state is skipped, and on rank 0
+    (``main``) renamed to ``<name>.bad`` (so that rotation never keeps it over good ones) with a one-line warning.
+    A state file named explicitly must be readable. InputError when there is nothing to resume from.
+    """
+    latest = str(resume) == "latest"
+    path = Path(run_dir) if latest else Path(resume)
+    if not latest and not path.is_dir():
+        if not path.is_file():
+            raise InputError("training state not found", path)
+        return path, load_state(path)
+    states = list_states(path)
+    if not states:
+        raise InputError("no training state to resume from (run without --resume to start)" if latest else
+                         "no training state in this run folder", checkpoint_dir(path))
+    for state_file in reversed(states):
+        try:
+            return state_file, load_state(state_file)
+        except InputError as exc:
+            if main:
+                state_file.replace(state_file.with_name(state_file.name + ".bad"))
+                warnings.warn(f"{exc}; renamed to {state_file.name}.bad, trying the state before it", stacklevel=2)
+    raise InputError(f"none of its {len(states)} training states is readable; start a new run (without --resume)",
+                     checkpoint_dir(path))
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
@@ -135,8 +157,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise InputError("training state not found", path) from None
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/... for damaged files
-        raise InputError(f"not a readable training state ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
-                         path) from None
+        first = str(exc).strip().split("\n")[0].split(". ")[0][:120]  # its first sentence; none for an empty file
+        why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise InputError(f"not a readable training state ({why})", path) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError("not a rhythmhead training state", path)
     return state

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import warnings
 
 import click
 import torch
@@ -102,7 +103,10 @@ def train(stage, data_dir, run_dir, preset, config_file, max_steps, resume, sets
     """Train one stage (motion, expression, unprojection, generator) on a preprocessed store.
 
     Writes RUN/config.yaml, RUN/stats.jsonl (+ TensorBoard in RUN/tensorboard), RUN/val.jsonl, training states in
-    RUN/checkpoints (resume with --resume latest) and the inference export RUN/export/<stage>.safetensors.
+    RUN/checkpoints and the inference export RUN/export/<stage>.safetensors. A state is saved every
+    trainer.checkpoint_every steps, every trainer.checkpoint_minutes of wall time (default 10; 0 = off), on
+    SIGINT/SIGTERM (the run stops after the current step) and at the end; --resume latest continues from the newest
+    readable one (a damaged one is renamed *.bad with a warning).
 
     \b
     Examples:
@@ -126,7 +130,9 @@ def train(stage, data_dir, run_dir, preset, config_file, max_steps, resume, sets
     dev = resolve_device(device)
     distributed.init(dev)
     try:
-        trainer = Trainer(task_cls(cfg, data_dir), run_dir, dev, resume=resume).fit()
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_, **__: click.echo(f"warning: {message}", err=True)  # one line
+            trainer = Trainer(task_cls(cfg, data_dir), run_dir, dev, resume=resume).fit()
         if trainer.interrupted is not None:
             if distributed.is_main():
                 click.echo(f"stopped by signal {trainer.interrupted} at step {trainer.step}; state saved, "

@@ -25,7 +25,7 @@ class TrainerConfig:
     log_every: int = 10  # steps between stats lines
     val_every: int = 200  # steps between validation passes (0 = never)
     checkpoint_every: int = 200  # steps between training-state checkpoints
-    checkpoint_minutes: float = 0.0  # also checkpoint at a log tick once this many minutes passed since the last (0 = off)
+    checkpoint_minutes: float = 10.0  # also checkpoint at a log tick once this many minutes passed since the last (0 = off)
     keep_last: int = 3  # training-state checkpoints kept
     val_batches: int = 8  # batches per validation pass
     seed: int = 0

@@ -11,7 +11,10 @@ Run folder layout::
     RUN/stats.jsonl                       one line per log tick: step, time_s, sec_per_step, peak_rss_mb, Loss/... means
     RUN/val.jsonl                         one line per validation pass: step, Val/...
     RUN/tensorboard/                      the same scalars for TensorBoard
-    RUN/checkpoints/state-<step>.pt       training states (keep-last-N), resumable with resume="latest"
+    RUN/checkpoints/state-<step>.pt       training states (keep-last-N), resumable with resume="latest": written
+                                          every checkpoint_every steps, every checkpoint_minutes of wall time, on
+                                          SIGINT/SIGTERM and at the end, each atomically (a kill mid-save leaves the
+                                          previous newest state, and a hidden temporary file swept at the next start)
     RUN/export/<stage>.safetensors|.json  the inference export (models.checkpoint)
 
 Determinism: every rank builds its networks from ``seed`` (identical initial weights), then seeds its data/augmentation
@@ -270,7 +273,8 @@ class _Batches:
 
 
 class CheckpointHook(HookBase):
-    """Every ``every`` steps and at the end: the training state, atomically, keeping the newest ``keep_last``."""
+    """Every ``every`` steps, at the first log tick ``minutes`` after the last save, and at the end: the training
+    state, atomically, keeping the newest ``keep_last``."""
 
     name = "checkpoint"
 
@@ -330,7 +334,8 @@ class Trainer:
         task: the stage (constructed with its config and data folder; networks not built yet).
         run_dir: output folder (created). A folder that already holds training states needs ``resume``.
         device: ``"cpu"``, ``"cuda"`` (becomes ``cuda:LOCAL_RANK`` under torchrun) or a ``torch.device``.
-        resume: ``None`` (fresh run), ``"latest"`` (newest state in ``run_dir``), a state file or another run folder.
+        resume: ``None`` (fresh run), ``"latest"`` (newest readable state in ``run_dir``), a state file or another
+            run folder (see :func:`~rhythmhead.training.checkpoint.load_resume`).
     """
 
     def __init__(self, task: TrainTask, run_dir: str | Path, device: str | torch.device = "cpu",
@@ -351,7 +356,10 @@ class Trainer:
         self._last: dict[str, Any] = {}
         self.config_dict = to_dict(self.cfg)
 
-        resume_path = checkpoint.resolve_resume(self.run_dir, resume) if resume is not None else None
+        if self.is_main:
+            checkpoint.sweep_temp(self.run_dir)  # what a save killed mid-write left (never under a state's name)
+        resume_path, state = (checkpoint.load_resume(self.run_dir, resume, self.is_main) if resume is not None
+                              else (None, None))
         if resume_path is None and checkpoint.find_latest(self.run_dir) is not None:
             raise InputError("already holds a training run; pass --resume latest or choose another --out", self.run_dir)
 
@@ -381,7 +389,8 @@ class Trainer:
             hook.trainer = self
 
         if resume_path is not None:
-            self.load_state_dict(checkpoint.load_state(resume_path), resume_path)
+            self.load_state_dict(state, resume_path)
+            del state  # the loaded copy of every tensor
         else:
             checkpoint.seed_all(self.tcfg.seed + distributed.rank())
         if self.is_main:  # written once the config is known to fit the run (after the resume checks)
