@@ -7,15 +7,25 @@
 * ``shard=(i, n)`` keeps every n-th video of the sorted list starting at i, so n machines can share one store;
 * a clip is finished when its ``.done`` marker exists (it holds the manifest record); finished clips are skipped, so a
   killed run resumes where it stopped, and partial clip folders are redone;
-* failures (no face, corrupt data, …) are appended to ``STORE/failed.jsonl`` with the reason and do not stop the run;
-* ``manifest.jsonl`` is rebuilt from the ``.done`` markers (atomically) during and at the end of the run;
-* with ``workers > 1`` clips run in ``spawn`` worker processes, each with its own MediaPipe tracker.
+* failures (no face, corrupt data, …) go to ``STORE/failed.jsonl`` with the reason and do not stop the run; the file
+  keeps one row per source, the latest (a rerun replaces a clip's row, and drops it once the clip succeeds);
+* ``manifest.jsonl`` is rebuilt from the ``.done`` markers at the start and the end of the run and gets one appended
+  line per finished clip in between (:class:`rhythmhead.data.store.ManifestWriter`), so even a run killed with
+  SIGKILL leaves a valid manifest of the clips it finished;
+* with ``workers > 1`` clips run in ``spawn`` worker processes, each with its own MediaPipe tracker;
+* stopping the run (Ctrl-C, or SIGTERM, which ``rhythmhead``'s entry point turns into SystemExit) terminates the workers
+  and rebuilds the manifest before the exception goes on. A worker ignores Ctrl-C (the parent stops the pool), removes
+  its unfinished clip folder on SIGTERM, and dies with its parent even when the parent is killed with SIGKILL: Linux's
+  ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, and elsewhere a check of the parent's pid before each clip. Once the workers
+  are gone, multiprocessing's resource tracker (which lives while any of them holds its pipe) exits too.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,11 +34,11 @@ from typing import Callable, Sequence
 
 from ..errors import InputError
 from .layouts import VIDEO_SUFFIXES, assign_ids
-from .store import FAILED, finished_records, write_manifest
+from .store import ManifestWriter, record_failure
 
 __all__ = ["find_videos", "preprocess_store", "RunSummary", "load_speaker_map"]
 
-MANIFEST_EVERY_S = 30.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _is_under(path: Path, folder: Path | None) -> bool:
@@ -123,12 +133,34 @@ class RunSummary:
 # -- worker side -------------------------------------------------------------------------------------------------------
 _TRACKER = None
 _CROP_MODE = "smooth"
+_PARENT: int | None = None  # the parent's pid, in a worker process
 
 
-def _init_worker(crop_mode: str, own_process: bool = True) -> None:
-    """Build this process's tracker; a dedicated worker process also limits torch to one thread."""
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker when ``parent`` dies (Linux); :func:`_work` also checks the parent's pid."""
+    global _PARENT
+    _PARENT = parent
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the check in _work remains
+        pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds preprocess_clip, which removes the unfinished clip folder
+
+
+def _init_worker(crop_mode: str, own_process: bool = True, parent: int | None = None) -> None:
+    """Build this process's tracker; a dedicated worker process also dies with ``parent``, ignores Ctrl-C (the parent
+    stops the pool), exits cleanly on SIGTERM (``Pool.terminate``) and limits torch to one thread."""
     global _TRACKER, _CROP_MODE
     if own_process:
+        if parent is not None:
+            _die_with_parent(parent)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         import torch
 
@@ -152,6 +184,8 @@ def _work(task: tuple[str, str, str, str]) -> dict:
     from .preprocess import preprocess_clip
 
     src, out, clip_id, speaker = task
+    if _PARENT is not None and os.getppid() != _PARENT:  # orphaned (where PR_SET_PDEATHSIG is not available)
+        os._exit(1)
     if _TRACKER is None:
         _init_worker(_CROP_MODE, own_process=False)
     result = {"source": src, "id": clip_id}
@@ -215,10 +249,10 @@ def preprocess_store(inputs: Sequence[str | Path], out: str | Path, workers: int
     videos = find_videos(inputs, exclude=out)[i::n]
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    tasks, skipped = _plan(videos, {r["id"]: r for r in finished_records(out)}, speaker_map or {})
+    manifest = ManifestWriter(out)
+    tasks, skipped = _plan(videos, {r["id"]: r for r in manifest.rebuild()}, speaker_map or {})
     log = log or tqdm.write
     ok = failed = frames = 0
-    last_manifest = time.perf_counter()
     bar = tqdm(total=len(tasks), unit="clip", disable=not progress, dynamic_ncols=True, desc="preprocess")
     jobs = [(src, str(out), cid, spk) for src, cid, spk in tasks]
     pool = None
@@ -227,7 +261,7 @@ def preprocess_store(inputs: Sequence[str | Path], out: str | Path, workers: int
             results = iter(())
         elif workers > 1 and len(jobs) > 1:
             pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
-                                                             initargs=(crop_mode,))
+                                                             initargs=(crop_mode, True, os.getpid()))
             results = pool.imap_unordered(_work, jobs)
         else:
             _init_worker(crop_mode, own_process=False)
@@ -238,18 +272,15 @@ def preprocess_store(inputs: Sequence[str | Path], out: str | Path, workers: int
             if res["status"] == "ok":
                 ok += 1
                 frames += res["record"]["frames"]
+                manifest.add(res["record"])
+                record_failure(out, res["source"], None)
             else:
                 failed += 1
                 log(f"failed: {res['reason']}")
-                entry = {"source": res["source"], "id": res["id"], "reason": res["reason"],
-                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                with open(out / FAILED, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(entry) + "\n")
+                record_failure(out, res["source"], {"source": res["source"], "id": res["id"], "reason": res["reason"],
+                                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
             bar.update(1)
             bar.set_postfix(ok=ok, failed=failed, fps=f"{frames / max(time.perf_counter() - start, 1e-9):.1f}")
-            if time.perf_counter() - last_manifest > MANIFEST_EVERY_S:
-                write_manifest(out, finished_records(out))
-                last_manifest = time.perf_counter()
     finally:
         bar.close()
         if pool is not None:
@@ -257,7 +288,6 @@ def preprocess_store(inputs: Sequence[str | Path], out: str | Path, workers: int
             pool.join()
         else:
             _release_tracker()
-        records = finished_records(out)
-        write_manifest(out, records)
+        records = manifest.rebuild()
     return RunSummary(ok=ok, failed=failed, skipped=skipped, frames=frames, seconds=time.perf_counter() - start,
                       store=out, total=len(records))

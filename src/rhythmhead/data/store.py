@@ -4,7 +4,7 @@ Layout (written by ``rhythmhead preprocess`` and by :func:`rhythmhead.data.synth
 
     STORE/
       manifest.jsonl          one JSON object per finished clip: id, source, frames, seconds, has_audio, speaker
-      failed.jsonl            clips that could not be preprocessed (source, reason); optional
+      failed.jsonl            clips that could not be preprocessed (source, reason), one row per source; optional
       <clip_id>/
         frames.mp4            the 256×256 face crop at 25 fps (H.264)
         audio.wav             16 kHz mono speech; absent for silent videos
@@ -12,14 +12,21 @@ Layout (written by ``rhythmhead preprocess`` and by :func:`rhythmhead.data.synth
                               key_frame () int, fps () float  — units as in docs/ARCHITECTURE.md
         .done                 marker, written last: the clip directory is complete; it holds the clip's manifest
                               record (JSON), so the manifest can always be rebuilt from the markers
+      .lock                   taken (flock) while manifest.jsonl or failed.jsonl is written: runs may share a store
 
 The manifest is validated when the store is opened, so a wrong folder fails at startup with one line naming it.
+While ``rhythmhead preprocess`` runs, :class:`ManifestWriter` keeps the manifest listing every finished clip (rebuilt
+from the markers at the start and end, one appended line per finished clip), so a killed run leaves a valid manifest;
+:func:`record_failure` keeps one failed.jsonl row per source, the latest.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,6 +37,7 @@ from ..errors import InputError
 MANIFEST = "manifest.jsonl"
 FAILED = "failed.jsonl"
 DONE = ".done"
+LOCK = ".lock"
 FRAMES = "frames.mp4"
 AUDIO = "audio.wav"
 TRACK = "track.npz"
@@ -38,7 +46,7 @@ RECORD_KEYS = ("id", "source", "frames", "seconds", "has_audio", "speaker")
 TRACK_ARRAYS: dict[str, tuple[int, ...]] = {"landmarks": (68, 3), "mesh": (478, 3), "pose": (6,), "frontal": (68, 3)}
 
 __all__ = ["ClipStore", "speaker_split", "speaker_folds", "fold_split", "read_manifest", "write_manifest", "save_track", "load_track", "validate_record",
-           "finished_records"]
+           "finished_records", "ManifestWriter", "record_failure", "store_lock"]
 
 
 def validate_record(record: Any, where: str) -> dict:
@@ -112,6 +120,95 @@ def finished_records(root: str | Path) -> list[dict]:
         if record["id"] == marker.parent.name:
             out.append(record)
     return sorted(out, key=lambda r: r["id"])
+
+
+@contextlib.contextmanager
+def store_lock(root: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``root/.lock`` (``flock``; released when the block ends or the process dies)."""
+    fd = os.open(Path(root) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _rows(path: Path) -> list[tuple[str, Any]]:
+    """``(line, parsed JSON or None)`` for every non-blank line of ``path`` (none when it is missing)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                out.append((line, json.loads(line)))
+            except json.JSONDecodeError:
+                out.append((line, None))
+    return out
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+class ManifestWriter:
+    """Keeps ``root/manifest.jsonl`` listing every finished clip while a run adds clips to the store.
+
+    :meth:`rebuild` rewrites the file from the ``.done`` markers (atomically); :meth:`add` appends one record with a
+    single ``write`` in append mode, so a run killed at any moment leaves a valid manifest of the clips it finished.
+    Both hold :func:`store_lock`. When another run sharing the store has rebuilt the file since this writer last wrote
+    it (a new inode), :meth:`add` first reads it, so a clip that rebuild already listed is not listed twice.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.path = self.root / MANIFEST
+        self._inode: int | None = None
+
+    def rebuild(self) -> list[dict]:
+        """Rewrite the manifest from the markers; returns the finished records (sorted by id)."""
+        with store_lock(self.root):
+            records = finished_records(self.root)
+            write_manifest(self.root, records)
+            self._inode = _inode(self.path)
+        return records
+
+    def add(self, record: dict) -> None:
+        """Append one finished clip's record."""
+        line = json.dumps(validate_record(dict(record), str(self.path)), sort_keys=True) + "\n"
+        with store_lock(self.root):
+            if self._inode != _inode(self.path):
+                self._inode = _inode(self.path)
+                if any(isinstance(r, dict) and r.get("id") == record["id"] for _, r in _rows(self.path)):
+                    return
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode("utf-8"))
+                self._inode = os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+
+
+def record_failure(root: str | Path, source: str, entry: dict | None) -> None:
+    """Make ``entry`` the one row of ``source`` in ``root/failed.jsonl`` (None: drop its row; the clip now succeeded).
+
+    The file is rewritten atomically under :func:`store_lock`, so reruns never pile up rows for the same clip.
+    """
+    from ..media.io import atomic_path
+
+    path = Path(root) / FAILED
+    with store_lock(root):
+        rows = _rows(path)
+        kept = [line for line, r in rows if isinstance(r, dict) and r.get("source") != source]
+        if entry is not None:
+            kept.append(json.dumps(entry))
+        if kept == [line for line, _ in rows]:
+            return
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text("".join(x + "\n" for x in kept), encoding="utf-8")
 
 
 def save_track(path: str | Path, *, landmarks, mesh, pose, frontal, key_frame: int, fps: float = FPS) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .native_log import quiet_native_stderr
+from .native_log import quiet_native_stderr, start_quietly
 
 __all__ = ["FaceDetector", "Detection", "choose_face", "suppress_overlaps"]
 
@@ -30,9 +30,9 @@ class FaceDetector:
         from mediapipe.python.solutions import face_detection
 
         self.max_side = int(max_side)
-        with quiet_native_stderr():
-            self._dets = [face_detection.FaceDetection(model_selection=m, min_detection_confidence=min_confidence)
-                          for m in (0, 1)]
+        self._dets = [start_quietly(lambda m=m: face_detection.FaceDetection(model_selection=m,
+                                                                             min_detection_confidence=min_confidence))
+                      for m in (0, 1)]
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
         """Boxes of the faces in ``rgb`` ``(H, W, 3)`` uint8, clipped to the frame."""
@@ -60,8 +60,9 @@ class FaceDetector:
 
     def close(self) -> None:
         """Release the MediaPipe graph."""
-        for det_model in self._dets:
-            det_model.close()
+        with quiet_native_stderr():
+            for det_model in self._dets:
+                det_model.close()
         self._dets = []
 
     def __enter__(self) -> "FaceDetector":

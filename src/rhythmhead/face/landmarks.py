@@ -25,7 +25,7 @@ from importlib import resources
 
 import numpy as np
 
-from .native_log import quiet_native_stderr
+from .native_log import quiet_native_stderr, start_quietly
 
 __all__ = ["MESH_TO_68", "N_MESH", "FaceMesher", "mesh_to_68", "canonical_68", "canonical_mesh_478"]
 
@@ -94,14 +94,13 @@ class FaceMesher:
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
         from mediapipe.python.solutions import face_mesh
 
-        with quiet_native_stderr():
-            self._mesh = face_mesh.FaceMesh(
-                static_image_mode=static_image_mode,
-                max_num_faces=max_num_faces,
-                refine_landmarks=True,
-                min_detection_confidence=min_detection_confidence,
-                min_tracking_confidence=min_tracking_confidence,
-            )
+        self._mesh = start_quietly(lambda: face_mesh.FaceMesh(
+            static_image_mode=static_image_mode,
+            max_num_faces=max_num_faces,
+            refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        ))
 
     def all_faces(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Every face found in ``rgb`` ``(H, W, 3)`` uint8: a list of ``(478, 3)`` float32 pixel arrays."""
@@ -126,7 +125,8 @@ class FaceMesher:
     def close(self) -> None:
         """Release the MediaPipe graph."""
         if self._mesh is not None:
-            self._mesh.close()
+            with quiet_native_stderr():
+                self._mesh.close()
             self._mesh = None
 
     def __enter__(self) -> "FaceMesher":

@@ -153,9 +153,12 @@ def _astronaut_mesh() -> np.ndarray:
     import mediapipe as mp
     import skimage.data
 
+    from .native_log import quiet_native_stderr
+
     image = np.ascontiguousarray(skimage.data.astronaut())
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True) as fm:
-        res = fm.process(image)
+    with quiet_native_stderr(), mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                                refine_landmarks=True) as fm:
+        res = fm.process(image)  # waits until the graph is idle: everything it logs falls inside the block
     if not res.multi_face_landmarks:
         raise RuntimeError("MediaPipe found no face in skimage.data.astronaut()")
     h, w = image.shape[:2]
