@@ -3,10 +3,14 @@
 A stage's config is a frozen dataclass whose nested fields are themselves frozen dataclasses; a model's dataclass fields are
 exactly its network constructor's keyword arguments, so construction is ``Net(**asdict(cfg.model))``. Presets are YAML
 files in ``rhythmhead/configs/<stage>_<preset>.yaml`` (installed with the package); a user YAML overrides any subset of fields.
+Every value is checked on load (types, finite floats, ``Literal`` choices and the ranges that fields declare with
+:func:`bounded`), so a bad one is a one-line :class:`ConfigError` before a run writes anything.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
 import types
 import typing
 from importlib import resources
@@ -20,40 +24,100 @@ from .errors import InputError
 T = TypeVar("T")
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "config") -> T:
-    """Build dataclass ``cls`` from a plain dict, recursing into nested dataclasses; unknown keys are an InputError."""
-    data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+class ConfigError(InputError):
+    """A bad config value; ``key`` is its dotted path as the user writes it (``trainer.batch_size``)."""
+
+    def __init__(self, key: str, detail: str, path: object | None = None):
+        self.key, self.detail = key, detail
+        super().__init__(detail, path)
+
+
+_BOUNDS = {"ge": ("≥", operator.ge), "gt": (">", operator.gt), "le": ("≤", operator.le), "lt": ("<", operator.lt)}
+
+
+def bounded(default: Any, **bounds: float) -> Any:
+    """A dataclass field whose value (every element, for a tuple) :func:`from_dict` checks against the bounds
+    ``ge``/``gt``/``le``/``lt``, e.g. ``lr: float = bounded(1e-3, gt=0)``, ``betas: tuple[float, float] =
+    bounded((0.9, 0.999), ge=0, lt=1)``. (Every float field, bounded or not, must be finite.)"""
+    assert bounds and set(bounds) <= set(_BOUNDS), bounds
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: object | None = None) -> T:
+    """Build dataclass ``cls`` from a plain dict, recursing into nested dataclasses.
+
+    Strings become numbers where a field is numeric; a value of the wrong type, a non-finite float, a value outside
+    the field's :func:`bounded` range, a ``Literal`` value not listed and an unknown key are a :class:`ConfigError`
+    naming the dotted key (and ``where``, the file it came from, when given)."""
+    return _build(cls, data or {}, "", where)
+
+
+def _build(cls: type[T], data: Any, key: str, where: object | None) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(key, f"{key or 'config'} must be a mapping of field: value, got {data!r}", where)
+    prefix = f"{key}." if key else ""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in set(data) - set(fields))
     if unknown:
-        raise InputError(f"unknown config field(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})", where)
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value, where=f"{where}.{name}")
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
-        elif isinstance(value, str) and float in _scalar_types(hint):
-            value = _number(value, float, f"{where}.{name}")  # YAML reads "1e-3" as a string
-        elif isinstance(value, str) and int in _scalar_types(hint):
-            value = _number(value, int, f"{where}.{name}")
-        kwargs[name] = value
-    return cls(**kwargs)
+        section = f" in {key}" if key else ""
+        raise ConfigError(prefix + unknown[0], f"unknown config field(s) {', '.join(unknown)}{section} "
+                                               f"(known: {', '.join(sorted(fields))})", where)
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _value(hints[name], fields[name], value, prefix + name, where) for name, value in data.items()})
+
+
+def _value(hint, field: dataclasses.Field, value: Any, key: str, where: object | None) -> Any:
+    """One field's value from YAML, converted and checked (see :func:`from_dict`)."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, where)
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(key, f"{key} must be one of {', '.join(map(str, typing.get_args(hint)))}, got {value!r}",
+                              where)
+        return value
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"{key}: expected a list, got {value!r}", where)
+        if args[-1] is not Ellipsis and len(value) != len(args):
+            raise ConfigError(key, f"{key}: expected {len(args)} values, got {value!r}", where)
+        kinds = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        items = tuple(_scalar(kind, x, key, where) for kind, x in zip(kinds, value))
+    else:
+        items = _scalar(hint, value, key, where)
+    bounds = field.metadata.get("bounds")
+    if bounds and not all(_BOUNDS[op][1](x, bound) for x in (items if origin is tuple else (items,)) if x is not None
+                          for op, bound in bounds.items()):
+        need = " and ".join(f"{_BOUNDS[op][0]} {bound:g}" for op, bound in bounds.items())
+        raise ConfigError(key, f"{key} must be {need}, got {value}", where)
+    return items
+
+
+def _scalar(hint, value: Any, key: str, where: object | None) -> Any:
+    """A number for an int/float field (a string such as "1e-3" converted: YAML reads it as one); others as given."""
+    kinds = _scalar_types(hint)
+    if not (int in kinds or float in kinds) or (value is None and type(None) in kinds):
+        return value
+    kind = float if float in kinds else int
+    article = "an" if kind is int else "a"
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(key, f"{key}: expected {article} {kind.__name__}, got {value!r}", where) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            kind is int and not float(value).is_integer()):
+        raise ConfigError(key, f"{key}: expected {article} {kind.__name__}, got {value!r}", where)
+    if not math.isfinite(value):
+        raise ConfigError(key, f"{key} must be finite, got {value}", where)
+    return int(value) if kind is int else value
 
 
 def _scalar_types(hint) -> tuple:
     """The plain types a field admits (``float | None`` → (float, NoneType)); str excludes coercion."""
     args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     return () if str in args else args
-
-
-def _number(text: str, kind: type, where: str):
-    try:
-        return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
-    except ValueError:
-        raise InputError(f"expected a {kind.__name__}, got {text!r}", where) from None
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -92,12 +156,32 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], stage: str, preset: str = "fast", override: str | Path | dict | None = None) -> T:
-    """Preset + optional override (a YAML path or a dict) → frozen dataclass ``cls``."""
-    data = preset_dict(stage, preset)
-    if override is not None:
-        data = merge(data, override if isinstance(override, dict) else load_yaml(override))
-    return from_dict(cls, data, where=f"{stage}:{preset}")
+def load_config(cls: type[T], stage: str, preset: str = "fast",
+                override: str | Path | dict | list[str | Path | dict] | None = None) -> T:
+    """Preset + optional overrides (a YAML path, a dict, or a list of them applied in order) → frozen dataclass ``cls``.
+
+    A bad value is a :class:`ConfigError` naming its key and the file that set it (none for a dict: command-line
+    overrides); everything is checked here, before a run writes anything."""
+    layers = [(f"{stage}_{preset}.yaml", preset_dict(stage, preset))]
+    for item in [] if override is None else override if isinstance(override, list) else [override]:
+        layers.append((None, item) if isinstance(item, dict) else (item, load_yaml(item)))
+    data: dict[str, Any] = {}
+    for _, layer in layers:
+        data = merge(data, layer)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        source = next((src for src, layer in reversed(layers) if _sets(layer, exc.key)), None)
+        raise ConfigError(exc.key, exc.detail, source) from None
+
+
+def _sets(data: Any, key: str) -> bool:
+    """Whether the nested dict ``data`` holds the dotted ``key``."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -371,8 +371,11 @@ def command(clips, models, out, max_clips, max_frames, preset, no_cross, example
     Example:
       rhythmhead evaluate end2end --clips ../shared/media/talking_video --models runs/bundle --out reports/e2e.json
     """
+    from .inputs import check_device, check_report_path
     from .report import format_table, write_report
 
+    check_report_path(out)
+    device = check_device(device)
     settings, methods = evaluate_end2end(clips, models, max_clips=max_clips, max_frames=max_frames, device=device,
                                          preset=preset, cross=not no_cross, examples=examples,
                                          echo=lambda m: click.echo(m, err=True))

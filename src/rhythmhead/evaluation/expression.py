@@ -231,10 +231,12 @@ def command(data: str, out: str, models: str | None, folds: int | None, work: st
       rhythmhead evaluate expression --data /work/store --models runs/expression --out expression_report.json
       rhythmhead evaluate expression --data /work/store --folds 5 --work runs/kfold/expression --out expr_kfold.json
     """
+    from .inputs import check_inputs
     from .kfold import check_options, run_command
     from .report import format_table, write_report
 
     check_options(models, folds, split, work, max_steps, preset, seed, sets)
+    check_inputs(data, out, models, "expression", device)
     if folds is not None:
         run_command("expression", data, out, folds, work, preset, max_steps, seed, device,
                     lambda d, run: evaluate_expression(d, run, "val", device), TABLE_COLUMNS, sets)

@@ -328,12 +328,12 @@ def command(data, runs, out, shots, stride, max_frames, clips, clip_ids, limit, 
     Example:
       rhythmhead evaluate generator --data store --models runs/gen --models runs/gen_nowarp --out reports/gen.json
     """
+    from .inputs import check_inputs, check_models_path
     from .report import format_table, write_report
 
-    if not Path(data).is_dir():
-        raise InputError("clip store folder not found", data)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device available")
+    device = check_inputs(data, out, None, "generator", device)
+    for run in runs:
+        check_models_path(run, "generator")
     settings, methods = evaluate_generator(data, list(runs), shots=shots, stride=stride, max_frames=max_frames,
                                            clips=clips, limit=limit, device=device, identity=not no_identity,
                                            landmarks=not no_landmarks, examples=examples,

@@ -197,6 +197,8 @@ def check_options(models, folds, split, work, max_steps, preset, seed, sets=()) 
             raise InputError(f"{', '.join(given)} only apply with --folds")
     elif split is not None:
         raise InputError("--split only applies with --models (cross-validation scores every fold once)")
+    elif folds < 2:
+        raise InputError(f"--folds {folds}: cross-validation needs at least 2 folds (each is held out once)")
 
 
 def default_work(out: str | Path) -> Path:

@@ -66,10 +66,13 @@ def load_motion(path: str | Path, device: str | torch.device = "cpu") -> LoadedM
     """Load ``RUN`` / ``RUN/export/motion.safetensors`` into a :class:`~rhythmhead.models.motion.HeadMotionLearner`."""
     from ..models.checkpoint import load_export
     from ..models.motion import HeadMotionLearner
+    from .inputs import require_config
 
     export = load_export(path, stage="motion", device=device)
     if "motion" not in export.state_dicts or not {"pose_mean", "pose_std"} <= set(export.extra):
         raise InputError("motion export lacks the network or the pose statistics", path)
+    require_config(export.config, {"model": ("audio_rate", "fps"), "data": ("smooth_taps", "val_tau", "val_pred")},
+                   path, "motion")
     net = HeadMotionLearner(**export.config["model"]).to(device)
     try:
         net.load_state_dict(export.state_dicts["motion"])
@@ -237,10 +240,12 @@ def command(data: str, out: str, models: str | None, folds: int | None, work: st
       rhythmhead evaluate motion --data /work/store --models runs/motion --out motion_report.json
       rhythmhead evaluate motion --data /work/store --folds 5 --work runs/kfold/motion --out motion_kfold.json
     """
+    from .inputs import check_inputs
     from .kfold import check_options, run_command
     from .report import format_table, write_report
 
     check_options(models, folds, split, work, max_steps, preset, seed, sets)
+    check_inputs(data, out, models, "motion", device)
     if folds is not None:
         run_command("motion", data, out, folds, work, preset, max_steps, seed, device,
                     lambda d, run: evaluate_motion(d, run, "val", sigma, device), TABLE_COLUMNS, sets)

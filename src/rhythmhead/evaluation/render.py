@@ -107,10 +107,10 @@ def command(data, out, stride, max_frames, ring_scales, examples, limit) -> None
     Example:
       rhythmhead evaluate render --data store --out reports/render.json --examples /tmp/render_png
     """
+    from .inputs import check_inputs
     from .report import format_table, write_report
 
-    if not Path(data).is_dir():
-        raise InputError("clip store folder not found", data)
+    check_inputs(data, out)
     settings, methods = evaluate_render(data, stride, max_frames, tuple(ring_scales), examples, limit)
     click.echo(f"{len(settings['clips'])} clips")
     click.echo(format_table(methods))

@@ -153,10 +153,10 @@ def command(data, models, out, stride, max_frames, no_mediapipe, device) -> None
     Example:
       rhythmhead evaluate unprojection --data store --models runs/unprojection --out reports/unprojection.json
     """
+    from .inputs import check_inputs
     from .report import format_table, write_report
 
-    if not Path(data).is_dir():
-        raise InputError("clip store folder not found", data)
+    device = check_inputs(data, out, models, "unprojection", device)
     settings, methods = evaluate_unprojection(data, models, stride, max_frames, device, not no_mediapipe)
     click.echo(f"{len(settings['clips'])} held-out clips, {settings['frames']} frames")
     click.echo(format_table(methods))

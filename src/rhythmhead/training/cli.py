@@ -63,10 +63,11 @@ def resolve_device(name: str) -> str:
 
 
 def build_overrides(task_cls: type, stage: str, config_file: str | None, sets: tuple[str, ...], ablation: str | None,
-                    vgg_weights: str | None, max_steps: int | None) -> dict:
-    """--config, then --set, then the dedicated flags, merged into one override dict (later wins)."""
-    override = config_lib.load_yaml(config_file) if config_file else {}
-    override = config_lib.merge(override, parse_set(sets))
+                    vgg_weights: str | None, max_steps: int | None) -> list:
+    """--config, then --set and the dedicated flags merged into one dict (later wins): the override layers of
+    :func:`~rhythmhead.config.load_config`, which checks every value and names the file (or none: the command line)
+    that set a bad one."""
+    override = parse_set(sets)
     fields = {f.name for f in dataclasses.fields(task_cls.config_class)} if dataclasses.is_dataclass(
         task_cls.config_class) else set()
     for flag, key, value in (("--ablation", "ablation", ablation), ("--vgg-weights", "vgg_weights", vgg_weights)):
@@ -76,7 +77,7 @@ def build_overrides(task_cls: type, stage: str, config_file: str | None, sets: t
             override[key] = value
     if max_steps is not None:
         override = config_lib.merge(override, {"trainer": {"max_steps": max_steps}})
-    return override
+    return [config_file, override] if config_file else [override]
 
 
 @click.command(context_settings={"max_content_width": 110})

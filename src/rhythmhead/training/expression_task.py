@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import bounded
 from ..data.pca import INNER_LIP_PAIRS, ExpressionPCA
 from ..errors import InputError
 from ..models.expression import ExpressionLearner
@@ -46,16 +47,18 @@ class ExpressionModelConfig:
 
 @dataclass(frozen=True)
 class ExpressionLossConfig:
-    code_mse: float = 1.0  # weight of the MSE on the PCA codes (the paper's loss)
-    mouth_l1: float = 0.0  # weight of the L1 (px) on the mouth landmarks (48–67) decoded through the PCA
-    open_l1: float = 0.0  # weight of the L1 (px) on the mouth opening (inner-lip gap, data.pca.open_rate) decoded
+    code_mse: float = bounded(1.0, ge=0)  # weight of the MSE on the PCA codes (the paper's loss)
+    # weight of the L1 (px) on the mouth landmarks (48–67) decoded through the PCA
+    mouth_l1: float = bounded(0.0, ge=0)
+    # weight of the L1 (px) on the mouth opening (inner-lip gap, data.pca.open_rate) decoded
+    open_l1: float = bounded(0.0, ge=0)
 
 
 @dataclass(frozen=True)
 class ExpressionOptimConfig:
-    lr: float = 2e-5
-    betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 0.0
+    lr: float = bounded(2e-5, gt=0)
+    betas: tuple[float, float] = bounded((0.5, 0.999), ge=0, lt=1)
+    weight_decay: float = bounded(0.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,11 @@ class ExpressionDataConfig:
     smooth_taps: int = 5  # Hanning smoothing of the landmark tracks (REFERENCE.md §3)
     gains_db: tuple[float, ...] = GAINS_DB  # random training gains
     reference_keeps_identity: bool = True  # reference code of the closed-mouth frame with the identity kept
-    val_fraction: float = 0.2  # speaker split (when folds = 0)
+    val_fraction: float = bounded(0.2, ge=0, le=1)  # speaker split (when folds = 0)
     split_seed: int = 0  # seed of the speaker split or of the folds
-    folds: int = 0  # K ≥ 2: speaker-disjoint K-fold cross-validation, train on every fold but `fold` (0 = val_fraction)
-    fold: int = 0  # the held-out fold, 0..K−1
+    # K ≥ 2: speaker-disjoint K-fold cross-validation, train on every fold but `fold` (0 = val_fraction)
+    folds: int = bounded(0, ge=0)
+    fold: int = bounded(0, ge=0)  # the held-out fold, 0..K−1
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..config import bounded
 from ..data.store import ClipStore, speaker_split
 from ..common import CROP  # store crops are 256²
 from ..errors import InputError
@@ -52,15 +53,15 @@ class GeneratorDataConfig:
 
     image_size: int = 256  # network resolution (crops are resized when different)
     shots: int = 8  # K references per sample
-    ref_fraction: float = 0.25  # first fraction of a clip that forms the reference pool
-    worst_ref_prob: float = 0.75  # probability of warping from the most pose-different reference
+    ref_fraction: float = bounded(0.25, ge=0, le=1)  # first fraction of a clip that forms the reference pool
+    worst_ref_prob: float = bounded(0.75, ge=0, le=1)  # probability of warping from the most pose-different reference
     samples_per_clip: int = 500  # dataset items per clip (the sampler shuffles them)
     min_frames: int = 16  # clips shorter than this are skipped
-    flip_prob: float = 0.5
+    flip_prob: float = bounded(0.5, ge=0, le=1)
     scale_jitter: float = 0.1  # scale drawn from 1 ± this (x and y independently)
     shift_jitter: float = 0.05  # shift drawn from ± this × image width (x and y)
     mouth_margin: float = 0.15  # mouth box growth (fraction of the box size)
-    val_fraction: float = 0.2  # speaker-disjoint validation share
+    val_fraction: float = bounded(0.2, ge=0, le=1)  # speaker-disjoint validation share
     extra_stores: tuple[str, ...] = ()  # more stores to train on (e.g. silent face videos)
     frame_cache_dir: str = ""  # where decoded clips are kept as .npy (empty: memory LRU only)
     cache_clips: int = 6  # clips kept in the in-memory LRU

@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ..config import bounded
 from ..errors import InputError
 from ..models.discriminator import Discriminator
 from ..models.generator import ABLATIONS, Generator, apply_ablation
@@ -70,20 +71,20 @@ class DiscriminatorConfig:
 
 @dataclass(frozen=True)
 class GeneratorLossConfig:
-    gan: float = 1.0  # hinge GAN (image + raw)
-    feat: float = 10.0  # feature matching
-    vgg: float = 10.0  # perceptual (only with vgg_weights)
-    flow: float = 10.0  # flow L1 against the mesh pseudo-GT
-    warp: float = 10.0  # warped reference / render against the target
-    rec: float = 1.0  # L1 + (1 − SSIM)
-    raw: float = 1.0  # multiplier of the raw image's GAN / rec / vgg terms
+    gan: float = bounded(1.0, ge=0)  # hinge GAN (image + raw)
+    feat: float = bounded(10.0, ge=0)  # feature matching
+    vgg: float = bounded(10.0, ge=0)  # perceptual (only with vgg_weights)
+    flow: float = bounded(10.0, ge=0)  # flow L1 against the mesh pseudo-GT
+    warp: float = bounded(10.0, ge=0)  # warped reference / render against the target
+    rec: float = bounded(1.0, ge=0)  # L1 + (1 − SSIM)
+    raw: float = bounded(1.0, ge=0)  # multiplier of the raw image's GAN / rec / vgg terms
 
 
 @dataclass(frozen=True)
 class GeneratorOptimConfig:
-    lr_g: float = 2e-4
-    lr_d: float = 8e-4
-    betas: tuple[float, float] = (0.0, 0.999)
+    lr_g: float = bounded(2e-4, gt=0)
+    lr_d: float = bounded(8e-4, gt=0)
+    betas: tuple[float, float] = bounded((0.0, 0.999), ge=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class GeneratorConfig:
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     ablation: Literal["none", "baseline", "no_render3d", "no_attention", "linear_composition", "no_warp"] = "none"
     vgg_weights: str = ""  # user-supplied VGG19 state_dict (.pth/.safetensors); empty = no perceptual loss
-    finetune_steps: int = 70  # test-time fine-tuning steps inference uses by default (0 = none)
+    finetune_steps: int = bounded(70, ge=0)  # test-time fine-tuning steps inference uses by default (0 = none)
     sync_bn: bool = False  # SyncBatchNorm in G under DDP on CUDA (ignored on CPU)
     amp: bool = False  # bfloat16 autocast on CUDA
     # Warm-start G and D from a generator export (run folder or .safetensors): every tensor with the same name and shape
@@ -127,7 +128,7 @@ class GeneratorTask(TrainTask):
 
     def __init__(self, cfg: GeneratorConfig, data_dir: str | None):
         super().__init__(cfg, data_dir)
-        if cfg.ablation not in ABLATIONS:
+        if cfg.ablation not in ABLATIONS:  # user input is checked on load (config.from_dict); this guards code
             raise ValueError(f"unknown ablation {cfg.ablation!r} (known: {', '.join(ABLATIONS)})")
         self.device = torch.device("cpu")
         self.vgg: VGG19Features | None = VGG19Features.from_file(cfg.vgg_weights) if cfg.vgg_weights else None

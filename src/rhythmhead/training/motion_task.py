@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import bounded
 from ..models.motion import HeadMotionLearner, MotionDiscriminator
 from .learner_data import MotionWindows, pose_statistics
 from .learner_task import LearnerTask
@@ -42,9 +43,9 @@ class MotionModelConfig:
 
 @dataclass(frozen=True)
 class MotionOptimConfig:
-    lr: float = 3e-4  # Adam learning rate of Φ and of the discriminator
-    weight_decay: float = 2e-5
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: float = bounded(3e-4, gt=0)  # Adam learning rate of Φ and of the discriminator
+    weight_decay: float = bounded(2e-5, ge=0)
+    betas: tuple[float, float] = bounded((0.9, 0.999), ge=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,11 @@ class MotionDataConfig:
     val_pred: int = 64
     smooth_taps: int = 11  # Hanning smoothing of the pose channels (REFERENCE.md §2.1)
     frames_per_item: int = 64  # a clip is drawn once per this many of its frames per epoch
-    val_fraction: float = 0.2  # speaker split (when folds = 0)
+    val_fraction: float = bounded(0.2, ge=0, le=1)  # speaker split (when folds = 0)
     split_seed: int = 0  # seed of the speaker split or of the folds
-    folds: int = 0  # K ≥ 2: speaker-disjoint K-fold cross-validation, train on every fold but `fold` (0 = val_fraction)
-    fold: int = 0  # the held-out fold, 0..K−1
+    # K ≥ 2: speaker-disjoint K-fold cross-validation, train on every fold but `fold` (0 = val_fraction)
+    folds: int = bounded(0, ge=0)
+    fold: int = bounded(0, ge=0)  # the held-out fold, 0..K−1
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ class MotionConfig:
     model: MotionModelConfig = field(default_factory=MotionModelConfig)
     optim: MotionOptimConfig = field(default_factory=MotionOptimConfig)
     data: MotionDataConfig = field(default_factory=MotionDataConfig)
-    adv_weight: float = 0.1  # weight of the adversarial term in Φ's loss (0 = the released code's pure MSE); presets set it
+    # weight of the adversarial term in Φ's loss (0 = the released code's pure MSE); presets set it
+    adv_weight: float = bounded(0.1, ge=0)
 
 
 def _unwrap(module):

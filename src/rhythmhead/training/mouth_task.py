@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..config import bounded
 from ..data.store import ClipStore, speaker_split
 from ..errors import InputError
 from ..geometry.mouth import mouth_inputs
@@ -48,23 +49,24 @@ class MouthDiscConfig:
 
 @dataclass(frozen=True)
 class MouthLossConfig:
-    l1: float = 10.0
-    adv: float = 1.0
+    l1: float = bounded(10.0, ge=0)
+    adv: float = bounded(1.0, ge=0)
 
 
 @dataclass(frozen=True)
 class MouthOptimConfig:
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    lr_g: float = bounded(2e-4, gt=0)
+    lr_d: float = bounded(2e-4, gt=0)
+    betas: tuple[float, float] = bounded((0.5, 0.999), ge=0, lt=1)
 
 
 @dataclass(frozen=True)
 class MouthDataConfig:
-    val_fraction: float = 0.2  # speaker split (the same as the other stages' at the same seed)
+    val_fraction: float = bounded(0.2, ge=0, le=1)  # speaker split (the same as the other stages' at the same seed)
     split_seed: int = 0
     min_gap: int = 10  # frames between the reference and the target
-    closed_quantile: float = 0.3  # reference frames: mouth opening within this lowest fraction of the clip's
+    # reference frames: mouth opening within this lowest fraction of the clip's
+    closed_quantile: float = bounded(0.3, ge=0, le=1)
 
 
 @dataclass(frozen=True)

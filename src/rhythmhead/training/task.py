@@ -15,21 +15,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import bounded
+
 
 @dataclass(frozen=True)
 class TrainerConfig:
     """Loop settings every stage config carries as its ``trainer`` field."""
 
-    batch_size: int = 8  # per process
-    max_steps: int = 1000
-    log_every: int = 10  # steps between stats lines
-    val_every: int = 200  # steps between validation passes (0 = never)
-    checkpoint_every: int = 200  # steps between training-state checkpoints
-    checkpoint_minutes: float = 10.0  # also checkpoint at a log tick once this many minutes passed since the last (0 = off)
-    keep_last: int = 3  # training-state checkpoints kept
-    val_batches: int = 8  # batches per validation pass
+    batch_size: int = bounded(8, ge=1)  # per process
+    max_steps: int = bounded(1000, ge=0)
+    log_every: int = bounded(10, ge=1)  # steps between stats lines
+    val_every: int = bounded(200, ge=0)  # steps between validation passes (0 = never)
+    checkpoint_every: int = bounded(200, ge=0)  # steps between training-state checkpoints (0 = only by time/at the end)
+    checkpoint_minutes: float = bounded(10.0, ge=0)  # also checkpoint at a log tick this long after the last (0 = off)
+    keep_last: int = bounded(3, ge=1)  # training-state checkpoints kept
+    val_batches: int = bounded(8, ge=0)  # batches per validation pass (0 = no validation)
     seed: int = 0
-    num_workers: int = 0  # DataLoader workers per process
+    num_workers: int = bounded(0, ge=0)  # DataLoader workers per process
 
 
 class TrainTask:

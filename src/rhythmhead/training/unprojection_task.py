@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..config import bounded
 from ..data.store import ClipStore, speaker_split
 from ..errors import InputError
 from ..face.landmarks import MESH_TO_68
@@ -37,10 +38,10 @@ class UnprojectionModelConfig:
 
 @dataclass(frozen=True)
 class UnprojectionOptimConfig:
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    lr_half_every: int = 0  # steps between halvings of the learning rate (0 = constant)
+    lr: float = bounded(1e-4, gt=0)
+    betas: tuple[float, float] = bounded((0.9, 0.999), ge=0, lt=1)
+    weight_decay: float = bounded(0.0, ge=0)
+    lr_half_every: int = bounded(0, ge=0)  # steps between halvings of the learning rate (0 = constant)
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class UnprojectionLossConfig:
 
 @dataclass(frozen=True)
 class UnprojectionDataConfig:
-    val_fraction: float = 0.2  # speaker split
+    val_fraction: float = bounded(0.2, ge=0, le=1)  # speaker split
     split_seed: int = 0
     frame_stride: int = 5
     max_frames_per_clip: int = 48
