@@ -41,6 +41,94 @@ from .controls import motion_amplitude, mouth_width, reference_openings
 SUPERSAMPLE = 2
 
 
+# The mean and std per channel (in [−1, 1]) of the bundled G's training references (its split's 50 training clips,
+# 128², no augmentation): the colours G knows (see ColourStandard).
+TRAINING_COLOUR_MEAN = (-0.123, -0.219, -0.248)
+TRAINING_COLOUR_STD = (0.471, 0.393, 0.419)
+# colour standardisation is used for a reference when it reconstructs the references this much better (relative L1)
+COLOUR_GAIN = 0.15
+
+
+@dataclass(frozen=True)
+class ColourStandard:
+    """G's inputs moved, channel by channel, from the references' colour statistics to those of G's training data, and
+    G's synthesised images moved back.
+
+    Why: the bundled G (BatchNorm, 50 training clips) is not colour-invariant. Before a saturated background — the red
+    studio of pcavs_00086, one of its own training clips — its synthesis branch leaves its range: bright pink/white
+    noise on the chin, neck and background wherever the composition takes it (G's raw image, L1 0.50 to the real frame
+    against 0.16–0.31 on other clips). With the references' colours standardised the same frames come out right
+    (L1 0.23). On most clips it changes little either way, so :func:`choose_colour` turns it on only for a reference
+    whose own frames it reconstructs clearly better.
+    """
+
+    mean: torch.Tensor  # (1, 3, 1, 1) of the K references
+    std: torch.Tensor
+
+    @classmethod
+    def of(cls, images: torch.Tensor) -> "ColourStandard":
+        """From ``(…, 3, H, W)`` reference images in [−1, 1]."""
+        x = images.reshape(-1, 3, *images.shape[-2:])
+        return cls(x.mean((0, 2, 3)).view(1, 3, 1, 1), x.std((0, 2, 3)).clamp_min(0.02).view(1, 3, 1, 1))
+
+    def _target(self, like: torch.Tensor):
+        shape = (1,) * (like.ndim - 3) + (3, 1, 1)
+        return (torch.tensor(TRAINING_COLOUR_MEAN, dtype=like.dtype, device=like.device).view(shape),
+                torch.tensor(TRAINING_COLOUR_STD, dtype=like.dtype, device=like.device).view(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(…, 3, H, W)`` as G's training data would have shown them."""
+        mu, sd = self._target(x)
+        shape = (1,) * (x.ndim - 3) + (3, 1, 1)
+        return (x - self.mean.view(shape).to(x)) / self.std.view(shape).to(x) * sd + mu
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """G's images back in the reference's colours."""
+        mu, sd = self._target(x)
+        shape = (1,) * (x.ndim - 3) + (3, 1, 1)
+        return (x - mu) / sd * self.std.view(shape).to(x) + self.mean.view(shape).to(x)
+
+
+def _reconstruction_error(generator, ref_images, ref_labels, renders, render_labels, masks, warp_from,
+                          colour: ColourStandard | None) -> float:
+    """Mean L1 of G remaking each reference from the others (its label, the nearest other shot warped, the render at
+    its pose), in the reference's own colours."""
+    images = ref_images if colour is None else colour.forward(ref_images)
+    renders = renders if colour is None else colour.forward(renders)
+    with torch.no_grad():
+        emb = generator.embed_references(images, ref_labels)
+        k = ref_images.shape[1]
+        out = generator.generate(emb.expand(k), ref_labels[0],
+                                 images[0, warp_from], ref_labels[0, warp_from], renders, render_labels,
+                                 mouth_mask=masks, need_raw=False)
+    made = out["image"].float() if colour is None else colour.inverse(out["image"].float())
+    return float((made.clamp(-1, 1) - ref_images[0]).abs().mean())
+
+
+def choose_colour(generator, ref, idx: np.ndarray, mesh, ref_images, ref_labels, mouth_margin: float, device
+                  ) -> ColourStandard | None:
+    """:class:`ColourStandard` for this reference if G remakes its K references more than :data:`COLOUR_GAIN` better
+    (relative L1) with it than without, else None. A single shot (a photo) has nothing to remake it from: None."""
+    from ..geometry.labelmap import mouth_mask
+
+    k = ref_images.shape[1]
+    if k < 2:
+        return None
+    rot = ref.pose[idx, :3]
+    dist = np.abs(rot[:, None] - rot[None]).sum(-1) + np.eye(k) * 1e9
+    warp_from = torch.from_numpy(dist.argmin(1)).to(device)
+    renders, render_labels, _ = render_inputs(mesh, np.asarray(ref.frontal[int(ref.key_frame)], np.float32),
+                                              ref.pose[idx], ref_images.shape[-1], device)
+    size = ref_images.shape[-1]
+    masks = mouth_mask(torch.from_numpy(np.asarray(ref.landmarks[idx], np.float32)[..., :2] * (size / CROP)), size,
+                       mouth_margin).to(device)
+    colour = ColourStandard.of(ref_images)
+    plain = _reconstruction_error(generator, ref_images, ref_labels, renders, render_labels, masks, warp_from, None)
+    standard = _reconstruction_error(generator, ref_images, ref_labels, renders, render_labels, masks, warp_from,
+                                     colour)
+    return colour if standard < (1 - COLOUR_GAIN) * plain else None
+
+
 @dataclass
 class PreparedReference:
     """What the per-frame loop reads (see the module docstring). Arrays in crop pixels unless said otherwise.
@@ -75,6 +163,8 @@ class PreparedReference:
         deform_weights: ``(V, 68)`` how the key frame's mesh follows the landmarks
             (:func:`rhythmhead.geometry.mesh.landmark_weights`); key_model_frontal ``(68, 3)``: the key frame's frontal
             landmarks as the expression model reproduces them (the rest expression the plan's landmarks move from).
+        colour: the :class:`ColourStandard` G's inputs (``ref_images`` among them) are moved by, None when G reads
+            the reference's own colours.
     """
 
     reference: object
@@ -103,6 +193,7 @@ class PreparedReference:
     mouth_net: object = None
     deform_weights: torch.Tensor | None = None
     key_model_frontal: np.ndarray | None = None
+    colour: ColourStandard | None = None
     _sources: dict = field(default_factory=dict, repr=False)
 
     def sources(self, size: int) -> "OutputSources":
@@ -373,6 +464,10 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
     if finetune_steps > 0:
         history, tuned = _finetune(gen_model, ref, idx, mesh, ref_images, ref_labels, finetune_steps, seed, device)
         generator = gen_model.freeze(tuned)
+    colour = None if history else choose_colour(generator, ref, idx, mesh, ref_images, ref_labels,
+                                                gen_model.mouth_margin, device)
+    if colour is not None:
+        ref_images = colour.forward(ref_images)  # what G reads; the full-resolution sources keep their colours
     with torch.no_grad():
         embedding = generator.embed_references(ref_images, ref_labels)
     from .regions import region_bank
@@ -385,7 +480,7 @@ def prepare(bundle, reference, *, reference_wave: np.ndarray | None = None, shot
         key_frontal=key_frontal, anchor_pose=anchor, motion_weight=w, motion_bias=b,
         recenter=source != "reference", motion_source=source, motion_std=amplitude[0], motion_speed=amplitude[1],
         reference_openings=openings, ref_code=ref_code, identity_offset=identity,
-        neutral_code=neutral, finetune_history=history, notes=notes,
+        neutral_code=neutral, finetune_history=history, notes=notes, colour=colour,
         regions=None if ref.is_image else region_bank(np.asarray(ref.frontal), np.asarray(ref.landmarks)),
         mouth_net=bundle.mouth, deform_weights=landmark_weights(mesh, torch.from_numpy(key_frontal)),
         key_model_frontal=np.asarray(pca.decode(pca.encode(key_frontal[None], identity), identity)[0], np.float32))

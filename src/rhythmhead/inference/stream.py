@@ -23,6 +23,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 WINDOW_BEFORE = WINDOW_AFTER = 3  # frame t's window = chunks t−3 .. t+3 (docs/ARCHITECTURE.md)
 
 
@@ -184,6 +186,8 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
         with timer("render", n):
             render_images, render_labels, renders = render_inputs(prepared.mesh, prepared.key_frontal, poses, g_size,
                                                                   device)
+            if prepared.colour is not None:
+                render_images = prepared.colour.forward(render_images)
         with timer("labels", n):
             lmk = np.asarray(plan.landmarks[start:stop], np.float32)
             target_labels = label_maps(lmk, g_size).to(device)
@@ -198,6 +202,9 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
                 out = gen.generate(prepared.embedding.expand(b1 - b0), target_labels[b0:b1], warp_images[b0:b1],
                                    warp_labels[b0:b1], render_images[b0:b1], render_labels[b0:b1],
                                    mouth_mask=masks[b0:b1], need_raw=False)
+                if prepared.colour is not None:  # G's images back in the reference's colours
+                    out = {**out, **{k: prepared.colour.inverse(out[k]) for k in ("raw", "image")
+                                     if out.get(k) is not None}}
             with timer("compose", b1 - b0):
                 if full:
                     # the key frame's mesh with the target expression, rendered at the output size from the key
@@ -234,6 +241,9 @@ def synthesize(prepared, plan: MotionPlan, *, chunk: int = 25, batch: int = 4, m
                     if g_size != size:
                         img = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear",
                                                               align_corners=False)
+                if not torch.isfinite(img).all():  # a NaN would become black pixels without a word
+                    raise InputError(f"the generator made non-finite pixels (NaN/inf) in frames {start + b0}–"
+                                     f"{start + b1 - 1}: its weights or inputs are broken; nothing was written")
                 img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
                 frames[b0:b1] = img.permute(0, 2, 3, 1).cpu().numpy()
         if sources is not None and sources.regions is not None:
