@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "rhythmhead.evaluation.cli:evaluate",
     "bench": "rhythmhead.bench:bench",
     "generate": "rhythmhead.inference.generate_cli:generate",
+    "serve": "rhythmhead.serve.cli:serve",
 }
 
 

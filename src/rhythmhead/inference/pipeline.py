@@ -143,10 +143,13 @@ class Result:
         for chunk in self._chunks():
             yield from chunk
 
-    def save(self, path: str | Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    def save(self, path: str | Path, progress: Callable[[int, int], None] | None = None,
+             on_frames: Callable[[np.ndarray], None] | None = None) -> Path:
         """Make every frame and encode it (H.264 + AAC of the driving speech) into ``path``, written atomically.
 
-        ``progress(done, total)`` is called after each chunk. With ``intermediates`` set, the files of
+        ``progress(done, total)`` is called after each chunk, ``on_frames(chunk)`` with each chunk's frames
+        ``(n, H, W, 3)`` uint8 once they are encoded (e.g. to stream them; an exception from either callback stops
+        the save and leaves no file). With ``intermediates`` set, the files of
         :mod:`rhythmhead.inference.intermediates` are written too.
         """
         from contextlib import ExitStack
@@ -174,6 +177,8 @@ class Result:
                     for frame in chunk:
                         writer.write(frame)
                 done += len(chunk)
+                if on_frames is not None:
+                    on_frames(chunk)
                 if progress is not None:
                     progress(done, self.n_frames)
             if self.intermediates is not None:
