@@ -25,8 +25,6 @@ access over many clips stays cheap.
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ import torch
 
 from ..config import bounded
 from ..data.store import ClipStore, speaker_split
-from ..common import CROP  # store crops are 256²
+from ..common import CROP, atomic_path  # store crops are 256²
 from ..errors import InputError
 from ..geometry.flow import mesh_flow
 from ..geometry.labelmap import FLIP_68, draw_label_map, mouth_mask
@@ -91,10 +89,8 @@ class _FrameSource:
                     frames = None
             if frames is None:
                 frames = store.frames(clip_id)
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")  # no global RNG use
-                np.save(tmp, frames)
-                tmp.replace(path)
+                with atomic_path(path) as tmp:  # tempfile's names draw on its own RNG, not the global one
+                    np.save(tmp, frames)
                 frames = np.load(path, mmap_mode="r")
         else:
             frames = store.frames(clip_id)
