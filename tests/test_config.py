@@ -63,7 +63,7 @@ class Outer:
     ({"rate": 0.0}, "inner.rate must be > 0, got 0.0"),
     ({"rate": "nan"}, "inner.rate must be finite, got nan"),
     ({"free": float("inf")}, "inner.free must be finite, got inf"),
-    ({"share": 2}, "inner.share must be ≥ 0 and ≤ 1, got 2"),
+    ({"share": 2}, "inner.share must be from 0 to 1, got 2"),
     ({"betas": [0.9, 1.0]}, "inner.betas must be ≥ 0 and < 1, got [0.9, 1.0]"),
     ({"betas": [0.9]}, "inner.betas: expected 2 values, got [0.9]"),
     ({"betas": 0.9}, "inner.betas: expected a list, got 0.9"),

@@ -35,6 +35,22 @@ class ConfigError(InputError):
 _BOUNDS = {"ge": ("≥", operator.ge), "gt": (">", operator.gt), "le": ("≤", operator.le), "lt": ("<", operator.lt)}
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def bounds_text(bounds: dict[str, float]) -> str:
+    """``{"ge": 0, "le": 5}`` → "from 0 to 5"; ``{"gt": 0}`` → "> 0" (the wording of every range error)."""
+    if set(bounds) == {"ge", "le"}:
+        return f"from {_num(bounds['ge'])} to {_num(bounds['le'])}"
+    return " and ".join(f"{_BOUNDS[op][0]} {_num(bound)}" for op, bound in bounds.items())
+
+
+def within(value: float, bounds: dict[str, float]) -> bool:
+    """Whether ``value`` meets every bound of ``bounds`` (``ge``/``gt``/``le``/``lt``)."""
+    return all(_BOUNDS[op][1](value, bound) for op, bound in bounds.items())
+
+
 def bounded(default: Any, **bounds: float) -> Any:
     """A dataclass field whose value (every element, for a tuple) :func:`from_dict` checks against the bounds
     ``ge``/``gt``/``le``/``lt``, e.g. ``lr: float = bounded(1e-3, gt=0)``, ``betas: tuple[float, float] =
@@ -87,10 +103,8 @@ def _value(hint, field: dataclasses.Field, value: Any, key: str, where: object |
     else:
         items = _scalar(hint, value, key, where)
     bounds = field.metadata.get("bounds")
-    if bounds and not all(_BOUNDS[op][1](x, bound) for x in (items if origin is tuple else (items,)) if x is not None
-                          for op, bound in bounds.items()):
-        need = " and ".join(f"{_BOUNDS[op][0]} {bound:g}" for op, bound in bounds.items())
-        raise ConfigError(key, f"{key} must be {need}, got {value}", where)
+    if bounds and not all(within(x, bounds) for x in (items if origin is tuple else (items,)) if x is not None):
+        raise ConfigError(key, f"{key} must be {bounds_text(bounds)}, got {value}", where)
     return items
 
 

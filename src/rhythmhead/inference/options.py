@@ -16,13 +16,17 @@ import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
+from ..config import bounds_text, within
 from ..errors import InputError
 
 SEED_MAX = 2**32 - 1  # numpy's default_rng and torch.manual_seed both accept [0, 2³²)
 
 
-def _control(default, help: str, *, lo=None, hi=None, choices=None, negatable: bool = False):
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices,
+def _control(default, help: str, *, ge=None, le=None, choices=None, negatable: bool = False):
+    """A control's field: its help, its range (``bounds`` as :func:`rhythmhead.config.bounded` declares them, checked
+    by the same :func:`rhythmhead.config.within`) or its choices, and whether a flag has a ``--no-`` form."""
+    bounds = {k: v for k, v in (("ge", ge), ("le", le)) if v is not None} or None
+    return field(default=default, metadata={"help": help, "bounds": bounds, "choices": choices,
                                             "negatable": negatable})
 
 
@@ -32,19 +36,19 @@ class GenerationControls:
     :func:`dataclasses.replace`): a bad one raises :class:`~rhythmhead.errors.InputError`."""
 
     still: bool = _control(False, "Hold the reference's mean head pose.")
-    motion_scale: float = _control(1.0, "Head-motion amplitude about the reference's mean pose (0 = still).", lo=0, hi=5)
-    expression_scale: float = _control(1.0, "Expression amplitude about the neutral face.", lo=0, hi=5)
+    motion_scale: float = _control(1.0, "Head-motion amplitude about the reference's mean pose (0 = still).", ge=0, le=5)
+    expression_scale: float = _control(1.0, "Expression amplitude about the neutral face.", ge=0, le=5)
     blink: bool = _control(True, "Add natural random blinks.", negatable=True)
-    seed: int = _control(0, "Seed of the blinks and of fine-tuning.", lo=0, hi=SEED_MAX)
+    seed: int = _control(0, "Seed of the blinks and of fine-tuning.", ge=0, le=SEED_MAX)
     finetune_steps: int = _control(0, "Test-time fine-tuning steps of G on the reference frames (paper: 70).",
-                                   lo=0, hi=2000)
+                                   ge=0, le=2000)
     paste_back: bool = _control(False, "Paste the face back into the reference's original frame, composed at its own "
                                        "resolution.")
     size: int = _control(256, "Side of the output crop (composed at that size from the reference's own pixels).",
                          choices=(256, 512))
     max_size: int = _control(1280, "With --paste-back: the longest side of the output video (the source is shrunk "
-                                   "to fit).", lo=256, hi=8192)
-    max_seconds: float = _control(600.0, "Longest speech accepted, in seconds (0 = no limit).", lo=0, hi=None)
+                                   "to fit).", ge=256, le=8192)
+    max_seconds: float = _control(600.0, "Longest speech accepted, in seconds (0 = no limit).", ge=0)
     unprojector: str = _control("mediapipe", "Mesh of the key frame: the tracked MediaPipe mesh or the bundle's "
                                              "unprojection network.", choices=("mediapipe", "network"))
 
@@ -70,14 +74,6 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _num(x) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def _span(lo, hi) -> str:
-    return f"from {_num(lo)} to {_num(hi)}" if hi is not None else f"≥ {_num(lo)}"
-
-
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -87,7 +83,7 @@ def check(name: str, value):
     one InputError line naming the option, the allowed values and what was given."""
     f = _FIELDS[name]
     meta, kind = f.metadata, f.type
-    lo, hi, choices = meta["lo"], meta["hi"], meta["choices"]
+    bounds, choices = meta["bounds"], meta["choices"]
     shown = repr(value) if isinstance(value, str) else str(value)
     if kind == "bool":
         if not isinstance(value, bool):
@@ -99,7 +95,7 @@ def check(name: str, value):
                     _is_number(value) and _is_number(c) and float(value) == c):
                 return c
         raise InputError(f"{flag(name)} must be one of {', '.join(map(str, choices))}, got {shown}")
-    span = _span(lo, hi)
+    span = bounds_text(bounds)
     if isinstance(value, str):
         try:
             value = float(value)
@@ -113,12 +109,29 @@ def check(name: str, value):
         value = int(value)
     else:
         value = float(value)
-    if value < lo or (hi is not None and value > hi):
+    if not within(value, bounds):
         raise InputError(f"{flag(name)} must be {span}, got {shown}")
     return value
 
 
 _FIELDS = {f.name: f for f in fields(GenerationControls)}
+
+
+def schema(max_seconds: float | None = None) -> dict:
+    """Every control as plain data, for the HTTP API's ``/v1/info`` and the web page's widgets: ``{name: {"type",
+    "default", "help", "min", "max", "choices"}}``; ``max_seconds`` (a server's limit) replaces that control's
+    default and maximum."""
+    out = {}
+    for f in fields(GenerationControls):
+        m = f.metadata
+        bounds = m["bounds"] or {}
+        entry = {"type": f.type, "default": None if f.default is MISSING else f.default, "help": m["help"],
+                 "min": bounds.get("ge"), "max": bounds.get("le"),
+                 "choices": list(m["choices"]) if m["choices"] else None}
+        if f.name == "max_seconds" and max_seconds:
+            entry.update(default=max_seconds, max=max_seconds)
+        out[f.name] = entry
+    return out
 
 
 def click_options(command: Callable) -> Callable:
@@ -141,7 +154,7 @@ def click_options(command: Callable) -> Callable:
             hint, metavar = "", None
         else:
             typ = str
-            hint = f" [{_span(meta['lo'], meta['hi'])}]"
+            hint = f" [{bounds_text(meta['bounds'])}]"
             metavar = {"int": "N", "float": "X"}[f.type]
         command = click.option(flag(f.name), type=typ, default=default, show_default=True, metavar=metavar,
                                help=meta["help"] + hint)(command)

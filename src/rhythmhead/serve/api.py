@@ -38,7 +38,8 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from .jobs import FILE_FIELDS, FieldError, JobManager, QueueFull, ServerClosed, UnknownJob, controls_schema
+from ..inference.options import schema as controls_schema
+from .jobs import FILE_FIELDS, FieldError, JobManager, QueueFull, ServerClosed, UnknownJob
 
 log = logging.getLogger("rhythmhead.serve")
 BOUNDARY = "frame"

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -84,20 +84,6 @@ class ServerClosed(Exception):
 
 class _Stop(Exception):
     """Raised inside a running job's callbacks to stop it (cancelled, or the server stopping)."""
-
-
-def controls_schema(max_seconds: float | None = None) -> dict:
-    """Every generation control, from :class:`GenerationControls`' fields: ``{name: {"type", "default", "help",
-    "min", "max", "choices"}}``; ``max_seconds`` (the server's limit) replaces that control's default and maximum."""
-    out = {}
-    for f in fields(GenerationControls):
-        m = f.metadata
-        entry = {"type": f.type, "default": None if f.default is MISSING else f.default, "help": m["help"],
-                 "min": m["lo"], "max": m["hi"], "choices": list(m["choices"]) if m["choices"] else None}
-        if f.name == "max_seconds" and max_seconds:
-            entry.update(default=max_seconds, max=max_seconds)
-        out[f.name] = entry
-    return out
 
 
 class FrameBuffer:

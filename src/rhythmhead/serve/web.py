@@ -9,7 +9,7 @@ The page is a client of the server's :class:`~rhythmhead.serve.jobs.JobManager`,
 uploads into ``manager.new_upload_dir()`` (as ``<field><suffix>``), calls ``submit`` and polls ``get``, so a job
 from the page is checked, queued, limited, cancelled and expired like any other.
 
-The controls are built from :func:`~rhythmhead.serve.jobs.controls_schema` — :class:`GenerationControls
+The controls are built from :func:`~rhythmhead.inference.options.schema` — :class:`GenerationControls
 <rhythmhead.inference.options.GenerationControls>`' fields and metadata, with the server's speech limit — one widget
 per field: a slider for a bounded number, a number box for the seed (too wide for a slider) or an unbounded number, a
 checkbox for a flag, a dropdown for choices; the values are checked by ``submit`` as the command line's are. So the
@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ..common import FPS
 from ..errors import InputError
-from .jobs import FILE_FIELDS, FINISHED, QueueFull, ServerClosed, controls_schema
+from ..inference.options import schema as controls_schema
+from .jobs import FILE_FIELDS, FINISHED, QueueFull, ServerClosed
 
 ASSETS = Path(str(resources.files("rhythmhead") / "assets"))
 DEMO_PHOTO = ASSETS / "demo_photo.png"
@@ -63,7 +64,7 @@ def _float_step(lo: float, hi: float) -> float:
 
 
 def control_widget(name: str, spec: dict):
-    """The Gradio input of one control from its :func:`~rhythmhead.serve.jobs.controls_schema` entry (see the module
+    """The Gradio input of one control from its :func:`~rhythmhead.inference.options.schema` entry (see the module
     docstring); its ``elem_id`` is ``control-<name>``."""
     import gradio as gr
 
