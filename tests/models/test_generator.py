@@ -232,3 +232,121 @@ def test_linear_composition_fades_out_of_the_mouth_box():
     assert (out["conf_ref"][inside] == 1).all() and (out["conf_render"][inside] == 1).all()
     torch.testing.assert_close(out["image"].masked_select(inside.expand(-1, 3, -1, -1)),
                                out["raw"].masked_select(inside.expand(-1, 3, -1, -1)))
+
+
+def _old_finetune(generator, discriminator, references, steps, *, batch_size=4, lr_g=1e-4, lr_d=4e-4,
+                  betas=(0.0, 0.999), weights=None, vgg=None, seed=0):
+    """The oracle: models.finetune.finetune as it was before the GAN step moved to models.losses.gan_step (verbatim,
+    less the argument checks)."""
+    from rhythmhead.models.finetune import finetune_parameters
+    from rhythmhead.models.generator import RefEmbedding
+    from rhythmhead.models.losses import discriminator_objective, generator_objective
+
+    ref_images, ref_labels = references["ref_images"], references["ref_labels"]
+    k = ref_images.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    was_training = generator.training, discriminator.training
+    grad_state = {n: p.requires_grad for n, p in generator.named_parameters()}
+    generator.eval()
+    discriminator.train()
+    for p in generator.parameters():
+        p.requires_grad_(False)
+    params = finetune_parameters(generator)
+    for p in params:
+        p.requires_grad_(True)
+    opt_g = torch.optim.Adam(params, lr=lr_g, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=betas)
+    with torch.no_grad():
+        base = generator.embed_references(ref_images, ref_labels)
+    poses = references.get("poses")
+    history = []
+    try:
+        for _ in range(steps):
+            b = min(batch_size, k)
+            targets = torch.randperm(k, generator=gen)[:b]
+            if poses is not None:
+                diff = (poses[0, :, None, :3] - poses[0, None, :, :3]).abs().mean(-1)  # (K, K)
+                warp = diff[targets].argmax(1).cpu()
+            else:
+                warp = (targets + torch.randint(1, max(k, 2), (b,), generator=gen)) % k if k > 1 else targets
+            pick = lambda name, idx: references[name][0, idx.to(references[name].device)]  # noqa: E731
+            batch = {"target_image": pick("ref_images", targets), "target_label": pick("ref_labels", targets),
+                     "warp_ref_image": pick("ref_images", warp), "warp_ref_label": pick("ref_labels", warp)}
+            if "mouth_masks" in references:
+                batch["mouth_mask"] = pick("mouth_masks", targets)
+            render_image = pick("render_images", targets) if generator.use_render else None
+            render_label = pick("render_labels", targets) if generator.use_render else None
+            emb = RefEmbedding(base.bottleneck, generator.generate_weights(base.codes), base.keys).expand(b)
+            out = generator.generate(emb, batch["target_label"], batch["warp_ref_image"], batch["warp_ref_label"],
+                                     render_image, render_label, mouth_mask=batch.get("mouth_mask"), need_raw=True)
+            discriminator.requires_grad_(False)
+            loss_g, terms = generator_objective(out, batch, discriminator, weights, vgg)
+            discriminator.requires_grad_(True)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            loss_d = discriminator_objective(discriminator, batch, out, (weights or {}).get("raw", 1.0))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            history.append({**terms, "total": float(loss_g.detach()), "disc": float(loss_d.detach())})
+    finally:
+        for n, p in generator.named_parameters():
+            p.requires_grad_(grad_state[n])
+        generator.train(was_training[0])
+        discriminator.train(was_training[1])
+    return history
+
+
+@pytest.mark.parametrize("weights", [None, {"raw": 0.5, "feat": 3.0}])
+def test_finetune_matches_the_old_inline_gan_step_bit_for_bit(weights):
+    """finetune through the shared models.losses.gan_step gives the very losses and weights of the inline
+    G-step/D-step it replaced, over 3 steps (with mouth masks, with and without poses)."""
+    x = inputs(7, b=1, k=3)
+    refs = {"ref_images": x["ref_images"], "ref_labels": x["ref_labels"], "render_images": x["ref_images"],
+            "render_labels": x["ref_labels"], "mouth_masks": x["mouth_mask"][:, None].expand(1, 3, 1, S, S)}
+    if weights is not None:
+        refs["poses"] = torch.randn(1, 3, 6, generator=torch.Generator().manual_seed(3))
+    runs = []
+    for fn in (finetune, _old_finetune):
+        g = make().eval()
+        torch.manual_seed(1)
+        d = Discriminator(ndf=4, n_layers=2, max_channels=16)
+        torch.manual_seed(2)
+        runs.append((fn(g, d, refs, steps=3, batch_size=2, weights=weights), g, d))
+    (new, g_new, d_new), (old, g_old, d_old) = runs
+    assert new == old and len(new) == 3 and "flow" not in new[0] and {"gan", "warp", "total", "disc"} <= set(new[0])
+    for a, b in ((g_new, g_old), (d_new, d_old)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_gan_step_freezes_the_unwrapped_d_for_g_only():
+    """G's terms go through the raw D under a DDP-style ``.module`` wrapper, and G's backward leaves D without
+    gradients; D's step goes through the wrapper with D trainable, and D stays trainable when G's objective fails."""
+    from rhythmhead.models.losses import gan_step
+
+    class Wrapper(torch.nn.Module):  # stands in for DistributedDataParallel
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            frozen.append(not any(p.requires_grad for p in self.module.parameters()))
+            return self.module(x)
+
+    g, d, x = make().eval(), Discriminator(ndf=4, n_layers=2, max_channels=16), inputs(1, b=1)
+    out = g(**x, need_raw=True)
+    batch = {"target_image": x["warp_ref_image"].flip(-1), "target_label": x["target_label"],
+             "warp_ref_image": x["warp_ref_image"], "warp_ref_label": x["warp_ref_label"]}
+    opt_g, opt_d = torch.optim.SGD(g.parameters(), lr=0.0), torch.optim.SGD(d.parameters(), lr=0.0)
+    frozen, d_grads_after_g = [], []
+    opt_g.step = lambda closure=None: d_grads_after_g.extend(p.grad for p in d.parameters())
+    terms = gan_step(out, batch, Wrapper(d), (opt_g, opt_d))
+    assert frozen == [False]  # one call through the wrapper (D's step); G's call went to the raw D
+    assert d_grads_after_g and all(gr is None for gr in d_grads_after_g)
+    assert all(p.grad is not None for p in d.parameters()) and all(p.requires_grad for p in d.parameters())
+    assert {"gan", "feat", "rec", "total", "disc"} <= set(terms)
+    with pytest.raises(KeyError):
+        gan_step(out, {k: v for k, v in batch.items() if k != "target_image"}, d, (opt_g, opt_d))
+    assert all(p.requires_grad for p in d.parameters())

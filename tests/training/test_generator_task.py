@@ -152,3 +152,61 @@ def test_init_from_warm_starts_another_resolution_and_ablation(store, tmp_path):
              "disc": {**TINY["disc"], "ndf": 3, "max_channels": 6}, "init_from": str(tmp_path / "run")}
     with pytest.raises(InputError, match="fits under half"):
         GeneratorTask(cfg_for(other), str(store)).build(torch.device("cpu"))
+
+
+def _old_train_step(task, batch, optimizers):
+    """The oracle: GeneratorTask.train_step as it was before the GAN step moved to models.losses.gan_step (verbatim)."""
+    import torch.nn.functional as F
+
+    from rhythmhead.models.losses import discriminator_objective, generator_objective
+
+    gen, disc = task.modules["generator"], task.modules["disc"]
+    gen.train()
+    disc.train()
+    weights = asdict(task.cfg.loss)
+    out = task._generate(gen, batch, need_raw=True)
+
+    raw_disc = getattr(disc, "module", disc)
+    raw_disc.requires_grad_(False)
+    with task._autocast():
+        loss_g, terms = generator_objective(out, batch, raw_disc, weights, task.vgg)
+    raw_disc.requires_grad_(True)
+    optimizers["generator"].zero_grad(set_to_none=True)
+    loss_g.backward()
+    optimizers["generator"].step()
+
+    with task._autocast():
+        loss_d = discriminator_objective(disc, batch, out, weights["raw"])
+    optimizers["disc"].zero_grad(set_to_none=True)
+    loss_d.backward()
+    optimizers["disc"].step()
+
+    stats = {f"Loss/{k}": v for k, v in terms.items()}
+    stats["Loss/total"] = float(loss_g.detach())
+    stats["Loss/disc"] = float(loss_d.detach())
+    stats["Train/l1"] = float(F.l1_loss(out["image"].detach(), batch["target_image"]))
+    return stats
+
+
+def test_train_step_matches_the_old_inline_gan_step_bit_for_bit(store):
+    """train_step through the shared models.losses.gan_step gives the very losses, weights and Adam moments of the
+    inline G-step/D-step it replaced, over 3 steps."""
+    runs = []
+    for step_fn in (lambda t, b, s, o: t.train_step(b, s, o), lambda t, b, s, o: _old_train_step(t, b, o)):
+        torch.manual_seed(0)
+        task = GeneratorTask(cfg_for(), str(store))
+        modules = task.build(torch.device("cpu"))
+        task.bind(modules)
+        opts = task.make_optimizers(modules)
+        batch = task.collate([task.dataset("train")[i] for i in range(2)])
+        torch.manual_seed(1)
+        stats = [step_fn(task, batch, s, opts) for s in range(3)]
+        runs.append((stats, modules, opts))
+    (new, new_mods, new_opts), (old, old_mods, old_opts) = runs
+    assert new == old and set(new[0]) >= {"Loss/gan", "Loss/flow", "Loss/total", "Loss/disc", "Train/l1"}
+    for name in ("generator", "disc"):
+        a, b = new_mods[name].state_dict(), old_mods[name].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        sa, sb = new_opts[name].state_dict()["state"], old_opts[name].state_dict()["state"]
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i]), name
+    assert all(p.requires_grad for p in new_mods["disc"].parameters())

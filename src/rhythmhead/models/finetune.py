@@ -3,7 +3,8 @@
 Only G's weight-generator FC heads (``weight_gen.*``, the paper's ``fc*``), its output conv (``conv_img``) and its decoder
 blocks (``up.*``) are trained, together with the whole of D. Each step draws a small batch of references as targets
 (their own label maps as target labels), with another reference as the warping reference, and applies the training
-objective (:func:`~rhythmhead.models.losses.generator_objective` without flow supervision, then the D hinge step).
+objective through :func:`~rhythmhead.models.losses.gan_step`, the GAN step training uses too (without flow supervision:
+the batch carries no flow targets).
 
 The encoders are frozen, so the per-shot codes are computed once and only the weight heads run again per step. G stays
 in eval mode (its normalisation statistics are not changed by the tiny batches); D is in train mode while it trains.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .generator import Generator, RefEmbedding
-from .losses import VGG19Features, discriminator_objective, generator_objective
+from .losses import VGG19Features, gan_step
 
 FINETUNE_PREFIXES = ("weight_gen.", "conv_img.", "up.")
 
@@ -86,17 +87,7 @@ def finetune(generator: Generator, discriminator: torch.nn.Module, references: d
             emb = RefEmbedding(base.bottleneck, generator.generate_weights(base.codes), base.keys).expand(b)
             out = generator.generate(emb, batch["target_label"], batch["warp_ref_image"], batch["warp_ref_label"],
                                      render_image, render_label, mouth_mask=batch.get("mouth_mask"), need_raw=True)
-            discriminator.requires_grad_(False)
-            loss_g, terms = generator_objective(out, batch, discriminator, weights, vgg)
-            discriminator.requires_grad_(True)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            loss_d = discriminator_objective(discriminator, batch, out, (weights or {}).get("raw", 1.0))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            history.append({**terms, "total": float(loss_g.detach()), "disc": float(loss_d.detach())})
+            history.append(gan_step(out, batch, discriminator, (opt_g, opt_d), weights, vgg))
     finally:
         for n, p in generator.named_parameters():
             p.requires_grad_(grad_state[n])

@@ -7,7 +7,9 @@ classifier keys are ignored) with ``torch.load(weights_only=True)`` or from a ``
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -217,3 +219,34 @@ def discriminator_objective(disc: nn.Module, batch: dict, out: dict, raw_weight:
     if len(parts) > 2:
         loss = loss + raw_weight * F.relu(1 + parts[2]).mean()
     return loss
+
+
+def gan_step(out: dict, batch: dict, disc: nn.Module, optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+             weights: dict[str, float] | None = None, vgg: VGG19Features | None = None, *,
+             autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, float]:
+    """One GAN step on a generator output ``out`` (shared by training and test-time fine-tuning): G's step on
+    :func:`generator_objective` with D frozen, then D's step on :func:`discriminator_objective`.
+
+    ``optimizers`` is ``(opt_g, opt_d)``. ``disc`` may be wrapped (DistributedDataParallel's ``.module``): G's terms
+    run through the unwrapped D, whose parameters are frozen for them, so that DDP's hooks see D's own call only.
+    ``autocast`` makes the context each objective runs in. Returns the loss terms (see :func:`generator_objective`)
+    plus ``total`` (G's weighted loss) and ``disc`` (D's loss).
+    """
+    opt_g, opt_d = optimizers
+    raw_disc = getattr(disc, "module", disc)
+    raw_disc.requires_grad_(False)
+    try:
+        with autocast():
+            loss_g, terms = generator_objective(out, batch, raw_disc, weights, vgg)
+    finally:
+        raw_disc.requires_grad_(True)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+
+    with autocast():
+        loss_d = discriminator_objective(disc, batch, out, {**DEFAULT_WEIGHTS, **(weights or {})}["raw"])
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return {**terms, "total": float(loss_g.detach()), "disc": float(loss_d.detach())}

@@ -2,7 +2,8 @@
 
 Per batch: one G step (hinge GAN + 10·feature matching + reconstruction L1 + 1 − SSIM + 10·warp + 10·flow against the
 mesh pseudo-ground-truth, + 10·VGG19 when ``vgg_weights`` is given; on the final and the raw image), then one D step
-(hinge). Adam with TTUR (G 2e-4, D 8e-4, betas (0, 0.999)). The ``ablation`` field maps onto G's switches
+(hinge), both in :func:`rhythmhead.models.losses.gan_step` (shared with test-time fine-tuning). Adam with TTUR
+(G 2e-4, D 8e-4, betas (0, 0.999)). The ``ablation`` field maps onto G's switches
 (:data:`rhythmhead.models.generator.ABLATIONS`). The export holds G and D (D for test-time fine-tuning,
 :func:`rhythmhead.models.finetune.finetune`) and, in its JSON, the resolved ``generator_kwargs`` / ``discriminator_kwargs``.
 
@@ -23,7 +24,7 @@ from ..config import bounded
 from ..errors import InputError
 from ..models.discriminator import Discriminator
 from ..models.generator import ABLATIONS, Generator, apply_ablation
-from ..models.losses import VGG19Features, discriminator_objective, generator_objective, ssim
+from ..models.losses import VGG19Features, gan_step, ssim
 from . import distributed
 from .generator_data import GeneratorDataConfig, GeneratorDataset, open_stores, split_clips
 from .task import TrainerConfig, TrainTask
@@ -193,27 +194,10 @@ class GeneratorTask(TrainTask):
         gen, disc = self.modules["generator"], self.modules["disc"]
         gen.train()
         disc.train()
-        weights = asdict(self.cfg.loss)
         out = self._generate(gen, batch, need_raw=True)
-
-        raw_disc = _unwrap(disc)
-        raw_disc.requires_grad_(False)  # G's terms must not touch D's gradients (nor DDP's hooks on them)
-        with self._autocast():
-            loss_g, terms = generator_objective(out, batch, raw_disc, weights, self.vgg)
-        raw_disc.requires_grad_(True)
-        optimizers["generator"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizers["generator"].step()
-
-        with self._autocast():
-            loss_d = discriminator_objective(disc, batch, out, weights["raw"])
-        optimizers["disc"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizers["disc"].step()
-
+        terms = gan_step(out, batch, disc, (optimizers["generator"], optimizers["disc"]), asdict(self.cfg.loss),
+                         self.vgg, autocast=self._autocast)
         stats = {f"Loss/{k}": v for k, v in terms.items()}
-        stats["Loss/total"] = float(loss_g.detach())
-        stats["Loss/disc"] = float(loss_d.detach())
         stats["Train/l1"] = float(F.l1_loss(out["image"].detach(), batch["target_image"]))
         return stats
 
