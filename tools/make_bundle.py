@@ -110,7 +110,7 @@ def make_bundle(out: str | Path, motion: str, expression: str, generator: str, u
             echo(f"{stage}: {src}")
         for name, run in (ablations or {}).items():
             src = export_file(run, "generator")
-            load_generator(src, device, with_disc=False)  # checks stage and weights
+            load_generator(src, device)  # checks stage and weights
             shutil.copy2(src, tmp / f"generator_{name}.safetensors")
             if src.with_suffix(".json").is_file():
                 shutil.copy2(src.with_suffix(".json"), tmp / f"generator_{name}.json")

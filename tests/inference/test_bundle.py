@@ -20,7 +20,8 @@ def bundle_copy(tiny_bundle, tmp_path):
 def test_loads_every_network_once(tiny_bundle):
     b = load_bundle(tiny_bundle)
     assert b.motion.net.training is False and b.expression.net.training is False and b.generator.net.training is False
-    assert b.generator.disc is not None and b.generator.image_size == 64
+    assert b.generator.disc is None and b.generator.image_size == 64  # D is read when fine-tuning asks
+    assert b.generator.discriminator() is not None and b.generator.disc is not None
     assert b.expression.pca.n_components == 20
     assert b.style is not None and b.style.weight.shape == (b.motion.net.encoder.feature_dim, 6)
     assert set(b.ablations) == {"no_warp"}

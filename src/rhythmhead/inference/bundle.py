@@ -213,7 +213,8 @@ class ExpressionModel:
 
 @dataclass
 class GeneratorModel:
-    """G (eval) and, for fine-tuning, D; the image size and mouth-box margin G was trained with."""
+    """G (eval) and, for fine-tuning, D (``disc``: read on first use by :meth:`discriminator`); the image size and
+    mouth-box margin G was trained with."""
 
     net: torch.nn.Module
     disc: torch.nn.Module | None
@@ -223,6 +224,21 @@ class GeneratorModel:
     path: Path | None = None
     kwargs: dict = field(default_factory=dict)  # Generator(**kwargs) builds ``net``'s architecture
     frozen: torch.nn.Module | None = None  # ``net`` folded for generation (see :meth:`freeze`); made by load_generator
+
+    def discriminator(self) -> torch.nn.Module | None:
+        """D (eval mode, on G's device), read from the export on first use: only test-time fine-tuning needs it.
+        None when the export has none."""
+        if self.disc is None and self.path is not None:
+            from ..models.checkpoint import load_export
+            from ..models.discriminator import Discriminator
+
+            export = load_export(self.path, stage="generator", device="cpu")
+            disc_kwargs = export.meta.get("discriminator_kwargs") or export.config.get("disc")
+            if disc_kwargs and "disc" in export.state_dicts:
+                disc = _load_state(_build(Discriminator, disc_kwargs, self.path), export.state_dicts["disc"],
+                                   self.path, "disc")
+                self.disc = disc.to(next(self.net.parameters()).device).eval()
+        return self.disc
 
     def freeze(self, net: torch.nn.Module | None = None) -> torch.nn.Module:
         """A generation-only copy of ``net`` (default: this G): spectral norm and BatchNorm folded into the convs
@@ -305,10 +321,10 @@ def load_expression(path: Path, device: str | torch.device = "cpu") -> Expressio
                            export.config)
 
 
-def load_generator(path: Path, device: str | torch.device = "cpu", with_disc: bool = True) -> GeneratorModel:
-    """G (and D) from ``generator.safetensors`` (or an ablation's ``generator_<name>.safetensors``)."""
+def load_generator(path: Path, device: str | torch.device = "cpu") -> GeneratorModel:
+    """G from ``generator.safetensors`` (or an ablation's ``generator_<name>.safetensors``); D is read only when
+    test-time fine-tuning asks for it (:meth:`GeneratorModel.discriminator`)."""
     from ..models.checkpoint import load_export
-    from ..models.discriminator import Discriminator
     from ..models.generator import Generator
 
     export = load_export(path, stage="generator", device="cpu")
@@ -316,13 +332,8 @@ def load_generator(path: Path, device: str | torch.device = "cpu", with_disc: bo
     if not kwargs:
         raise InputError("generator export has no generator_kwargs", path)
     net = _load_state(_build(Generator, kwargs, path), export.state_dicts.get("generator"), path, "generator")
-    disc = None
-    disc_kwargs = export.meta.get("discriminator_kwargs") or export.config.get("disc")
-    if with_disc and disc_kwargs and "disc" in export.state_dicts:
-        disc = _load_state(_build(Discriminator, disc_kwargs, path), export.state_dicts["disc"], path, "disc")
-        disc = disc.to(device).eval()
     data = export.config.get("data", {})
-    model = GeneratorModel(net.to(device).eval(), disc, int(kwargs.get("image_size", 256)),
+    model = GeneratorModel(net.to(device).eval(), None, int(kwargs.get("image_size", 256)),
                            float(data.get("mouth_margin", 0.15)), export.meta, Path(path), dict(kwargs))
     model.frozen = model.freeze()
     return model

@@ -512,7 +512,7 @@ def _finetune(gen_model, ref, idx, mesh, ref_images, ref_labels, steps, seed, de
     from ..geometry.labelmap import mouth_mask
     from ..models.finetune import finetune
 
-    if gen_model.disc is None:
+    if gen_model.discriminator() is None:
         raise InputError("test-time fine-tuning needs the discriminator, which this generator export lacks",
                          gen_model.path)
     size = gen_model.image_size
