@@ -204,3 +204,20 @@ def test_sharpness_ratio_falls_with_blur_and_is_one_for_real_frames():
     assert mouth.sum() > 100 and (face & mouth).sum() > 0.9 * mouth.sum() and face.sum() > 4 * mouth.sum()
     assert np.isnan(laplacian_variance(frames[:1], np.zeros((1, 256, 256), bool))[0])
     assert METRICS["sharp_face"]((frames, lm), (frames, lm)) == pytest.approx(1.0)
+
+
+def test_training_validation_scores_images_as_evaluate_does():
+    """models.losses.image_scores (G's validation) gives evaluate's SSIM and PSNR on the same images."""
+    import torch.nn.functional as F
+
+    from rhythmhead.evaluation.metrics import psnr, ssim
+    from rhythmhead.models.losses import image_scores
+
+    g = torch.Generator().manual_seed(0)
+    for smooth in (True, False):
+        real = torch.rand(3, 3, 16, 16, generator=g) if smooth else torch.rand(3, 3, 64, 64, generator=g)
+        real = (F.interpolate(real, size=64, mode="bilinear") if smooth else real) * 2 - 1
+        pred = (real + 0.2 * torch.randn(3, 3, 64, 64, generator=g)).clamp(-1, 1)
+        scores = image_scores(pred, real)
+        assert abs(scores["ssim"] - ssim(pred, real)) < 1e-5
+        assert abs(scores["psnr"] - psnr(pred, real)) < 1e-4

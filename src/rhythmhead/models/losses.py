@@ -75,6 +75,16 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1
     return s.mean()
 
 
+def image_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """SSIM and PSNR (dB) of ``pred`` against ``target`` ``(B, 3, H, W)`` in [−1, 1], as ``rhythmhead evaluate``
+    reports them (:func:`rhythmhead.evaluation.metrics.ssim` / ``psnr``: on the [0, 1] scale, mean over images; equal
+    to 1e-6), for training validation. (SSIM's luminance term depends on the images' offset: on the [−1, 1] scale,
+    as :func:`reconstruction` uses it, it comes out lower.)"""
+    a, b = (pred.float().clamp(-1, 1) + 1) / 2, (target.float().clamp(-1, 1) + 1) / 2
+    mse = ((a - b) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
+    return {"ssim": float(ssim(a, b, data_range=1.0)), "psnr": float((-10 * torch.log10(mse)).mean())}
+
+
 def reconstruction(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L1 + (1 − SSIM) between ``pred`` and ``target`` ``(B, 3, H, W)`` in [−1, 1]."""
     return F.l1_loss(pred, target) + (1 - ssim(pred, target))

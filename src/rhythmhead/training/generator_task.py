@@ -24,7 +24,7 @@ from ..config import bounded
 from ..errors import InputError
 from ..models.discriminator import Discriminator
 from ..models.generator import ABLATIONS, Generator, apply_ablation
-from ..models.losses import VGG19Features, gan_step, ssim
+from ..models.losses import VGG19Features, gan_step, image_scores
 from . import distributed
 from .generator_data import GeneratorDataConfig, GeneratorDataset, open_stores, split_clips
 from .task import TrainerConfig, TrainTask
@@ -211,9 +211,7 @@ class GeneratorTask(TrainTask):
         for batch in batches:
             out = self._generate(_unwrap(gen), batch, need_raw=False)
             image, target = out["image"], batch["target_image"]
-            mse = ((image - target) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-            vals = {"l1": float(F.l1_loss(image, target)), "ssim": float(ssim(image, target)),
-                    "psnr": float((10 * torch.log10(4.0 / mse)).mean())}
+            vals = {"l1": float(F.l1_loss(image, target)), **image_scores(image, target)}  # as evaluate scores
             if out.get("warped_ref") is not None:
                 vals["warp_l1"] = float(F.l1_loss(out["warped_ref"], target))
             for k, v in vals.items():
