@@ -96,7 +96,7 @@ class GeneratorConfig:
     loss: GeneratorLossConfig = field(default_factory=GeneratorLossConfig)
     optim: GeneratorOptimConfig = field(default_factory=GeneratorOptimConfig)
     data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
-    ablation: Literal["none", "baseline", "no_render3d", "no_attention", "linear_composition", "no_warp"] = "none"
+    ablation: Literal[tuple(ABLATIONS)] = "none"  # a name of models.generator.ABLATIONS (checked on load)
     vgg_weights: str = ""  # user-supplied VGG19 state_dict (.pth/.safetensors); empty = no perceptual loss
     finetune_steps: int = bounded(70, ge=0)  # test-time fine-tuning steps inference uses by default (0 = none)
     sync_bn: bool = False  # SyncBatchNorm in G under DDP on CUDA (ignored on CPU)
@@ -107,9 +107,8 @@ class GeneratorConfig:
 
 
 def generator_kwargs(cfg: GeneratorConfig) -> dict:
-    """G's constructor kwargs: the ``model`` fields with the ablation's switches applied."""
-    if cfg.ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation {cfg.ablation!r}")
+    """G's constructor kwargs: the ``model`` fields with the ablation's switches applied (ValueError for an unknown
+    one, :func:`~rhythmhead.models.generator.apply_ablation`)."""
     return apply_ablation(asdict(cfg.model), cfg.ablation)
 
 
@@ -129,8 +128,7 @@ class GeneratorTask(TrainTask):
 
     def __init__(self, cfg: GeneratorConfig, data_dir: str | None):
         super().__init__(cfg, data_dir)
-        if cfg.ablation not in ABLATIONS:  # user input is checked on load (config.from_dict); this guards code
-            raise ValueError(f"unknown ablation {cfg.ablation!r} (known: {', '.join(ABLATIONS)})")
+        generator_kwargs(cfg)  # an unknown ablation (user input is checked on load; this guards code) → ValueError
         self.device = torch.device("cpu")
         self.vgg: VGG19Features | None = VGG19Features.from_file(cfg.vgg_weights) if cfg.vgg_weights else None
         self._stores = open_stores(data_dir, cfg.data.extra_stores) if data_dir is not None else None
