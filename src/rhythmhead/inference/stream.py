@@ -98,7 +98,7 @@ def predict_poses(net, weight: torch.Tensor, bias: torch.Tensor, audio: AudioFra
     sides, so the result equals one unchunked call.
     """
     timer = timer or StageTimer()
-    ctx = int(getattr(net.audio_encoder, "context_frames", 2))
+    ctx = net.audio_encoder.context_frames
     device = weight.device
     out = np.zeros((audio.n_frames, 6), np.float32)
     for start, stop in chunk_ranges(audio.n_frames, chunk):
