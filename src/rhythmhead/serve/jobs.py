@@ -37,7 +37,7 @@ import numpy as np
 
 from ..common import IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_path
 from ..errors import InputError
-from ..inference.options import NAMES, GenerationControls, check
+from ..inference.options import NAMES, GenerationControls, check, flag
 
 log = logging.getLogger("rhythmhead.serve")
 
@@ -280,8 +280,8 @@ class JobManager:
         for name, value in values.items():
             try:
                 check(name, value)
-            except InputError as exc:
-                raise FieldError(f"controls.{name}", str(exc)) from None
+            except InputError as exc:  # named as the request names it: motion_scale, not --motion-scale
+                raise FieldError(f"controls.{name}", str(exc).replace(flag(name), name, 1)) from None
         c = GenerationControls.from_values(values)
         if self.max_seconds and (not c.max_seconds or c.max_seconds > self.max_seconds):
             c = GenerationControls.from_values({"max_seconds": self.max_seconds}, c)
