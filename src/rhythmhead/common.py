@@ -3,6 +3,7 @@
 * :data:`CROP` — side of the reference and store crops; every landmark and pose pixel unit is one of this crop.
 * :data:`FPS` — the frame rate of stores, training windows and output videos.
 * :data:`VIDEO_SUFFIXES`, :data:`IMAGE_SUFFIXES` — file name endings read as videos / still images.
+* :func:`warp_crop` — how a crop reaches G's image size, the same in training and at inference.
 * :func:`atomic_path` — how every output file of the project is written (a temporary file renamed into place);
   :func:`sweep_stale` removes what a killed writer left.
 * :func:`smooth` — the temporal smoothing of poses, landmarks and codes, the same in training and at inference (the
@@ -20,7 +21,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["CROP", "FPS", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "hann_taps", "smooth", "atomic_path"]
+__all__ = ["CROP", "FPS", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "hann_taps", "smooth", "index_affine", "warp_crop",
+           "atomic_path"]
 
 CROP = 256
 FPS = 25
@@ -48,6 +50,22 @@ def smooth(x: np.ndarray, taps: int) -> np.ndarray:
     x = np.asarray(x)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
     return convolve1d(x.astype(np.float64), hann_taps(taps), axis=0, mode="nearest").astype(dtype)
+
+
+def index_affine(affine: np.ndarray) -> np.ndarray:
+    """A ``(2, 3)`` affine on continuous pixel coordinates (centres at i + 0.5) as OpenCV's integer-index affine."""
+    a, b = affine[:, :2], affine[:, 2]
+    return np.concatenate([a, (b + a @ np.array([0.5, 0.5]) - 0.5)[:, None]], 1)
+
+
+def warp_crop(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
+    """``image (H, W, C)`` through the continuous-coordinate ``affine (2, 3)`` into a ``size``² image, bilinear with
+    reflected edges: how a crop reaches G's image size, in training (with its augmentation's affine) and at inference
+    (a plain resize), so that G reads the same pixels in both."""
+    import cv2
+
+    return cv2.warpAffine(np.ascontiguousarray(image), index_affine(np.asarray(affine, np.float64)), (size, size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
 
 _UMASK = os.umask(0o022)

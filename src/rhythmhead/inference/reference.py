@@ -297,12 +297,14 @@ def choose_shots(pose: np.ndarray, k: int, start: int) -> np.ndarray:
 
 
 def to_network_images(frames: np.ndarray, size: int) -> torch.Tensor:
-    """``(N, 256, 256, 3)`` uint8 crops → ``(N, 3, size, size)`` float32 in [−1, 1] (area-resized when smaller)."""
-    import cv2
+    """``(N, S, S, 3)`` uint8 crops → ``(N, 3, size, size)`` float32 in [−1, 1], resized as G's training data is
+    (:func:`rhythmhead.common.warp_crop`; at half the crop that is the 2 × 2 average)."""
+    from ..common import warp_crop
 
     if frames.shape[1] != size:
-        interp = cv2.INTER_AREA if size < frames.shape[1] else cv2.INTER_LINEAR
-        frames = np.stack([cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=interp) for f in frames])
+        scale = size / frames.shape[1]
+        affine = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])
+        frames = np.stack([warp_crop(f, affine, size) for f in frames])
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 

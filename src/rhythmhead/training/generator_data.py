@@ -36,7 +36,7 @@ import torch
 
 from ..config import bounded
 from ..data.store import ClipStore, speaker_split
-from ..common import CROP, atomic_path  # store crops are 256²
+from ..common import CROP, atomic_path, index_affine, warp_crop  # store crops are 256²
 from ..errors import InputError
 from ..geometry.flow import mesh_flow
 from ..geometry.labelmap import FLIP_68, draw_label_map, mouth_mask
@@ -115,12 +115,6 @@ def _affine(rng: np.random.Generator | None, cfg: GeneratorDataConfig) -> tuple[
     a = np.array([[sx * (-1.0 if flip else 1.0), 0.0], [0.0, sy]])
     b = c - a @ np.array([c, c]) + np.array([tx, ty])
     return np.concatenate([a, b[:, None]], 1) * s_out, flip
-
-
-def _index_matrix(m: np.ndarray) -> np.ndarray:
-    """The affine on continuous pixel coordinates (centres at i + 0.5) as OpenCV's integer-index affine."""
-    a, b = m[:, :2], m[:, 2]
-    return np.concatenate([a, (b + a @ np.array([0.5, 0.5]) - 0.5)[:, None]], 1)
 
 
 class GeneratorDataset(torch.utils.data.Dataset):
@@ -248,7 +242,7 @@ def make_sample(frames: np.ndarray, track: dict, mesh, key_index: int, refs, war
     if affine is None:
         affine = np.array([[s / CROP, 0.0, 0.0], [0.0, s / CROP, 0.0]])
     m = np.asarray(affine, np.float64)
-    mi = _index_matrix(m)
+    mi = index_affine(m)
     tris = face_triangles_tensor() if triangles is None else triangles
 
     # 3-D render at the target pose, its label landmarks, and the pseudo-GT flows (all in crop pixels).
@@ -262,8 +256,7 @@ def make_sample(frames: np.ndarray, track: dict, mesh, key_index: int, refs, war
     flows, valid = mesh_flow(src, dst, tris, CROP)  # (2,H,W,2), (2,H,W)
 
     def img(x):
-        return cv2.warpAffine(np.ascontiguousarray(x), mi, (s, s), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REFLECT101)
+        return warp_crop(x, m, s)
 
     def to_img(x):
         return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).float() / 127.5 - 1.0
