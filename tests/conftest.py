@@ -21,3 +21,48 @@ def media_dir() -> Path:
             pytest.fail(f"CI is set but the shared media are missing at {MEDIA}")
         pytest.skip(f"no shared media at {MEDIA}")
     return MEDIA
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the ``rhythmhead`` command line in-process: ``cli(argv) → (exit status, stdout, stderr)``."""
+    from rhythmhead.cli import main
+
+    def run(argv):
+        code = 0
+        try:
+            main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A models folder of tiny random networks (generates in about a second), with one ablated G."""
+    from rhythmhead.inference.random_bundle import write_random_bundle
+
+    return write_random_bundle(tmp_path_factory.mktemp("bundle"), "tiny", ablations=("no_warp",))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_bundle):
+    from rhythmhead.inference.pipeline import TalkingHeadPipeline
+
+    return TalkingHeadPipeline.load(tiny_bundle, preset="fast", chunk=10)
+
+
+@pytest.fixture(scope="session")
+def speech_1s(tmp_path_factory) -> Path:
+    """1.2 s of the packaged speech (a voiced part), 16 kHz wav."""
+    from importlib import resources
+
+    from rhythmhead.media.io import load_audio, write_wav
+
+    wave = load_audio(Path(str(resources.files("rhythmhead") / "assets" / "demo_speech.wav")), 16000)
+    path = tmp_path_factory.mktemp("speech") / "speech_1s.wav"
+    write_wav(path, wave[int(0.9 * 16000): int(2.1 * 16000)], 16000)
+    return path

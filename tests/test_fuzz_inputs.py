@@ -23,7 +23,6 @@ import click.core
 import numpy as np
 import pytest
 
-from rhythmhead.cli import main
 
 PHOTO = Path(str(resources.files("rhythmhead") / "assets" / "demo_photo.png"))
 SPEECH = Path(str(resources.files("rhythmhead") / "assets" / "demo_speech.wav"))
@@ -460,17 +459,6 @@ def snapshot(*roots: Path) -> dict[str, tuple[bool, int, int]]:
     return state
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the CLI in-process → (exit status, stdout, stderr)."""
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_table_size():
     commands = {c.values[0].id.split("-")[0] for c in TABLE}
     assert len(TABLE) >= 40 and commands == {"generate", "preprocess", "train", "evaluate"}
@@ -478,7 +466,7 @@ def test_table_size():
 
 
 @pytest.mark.parametrize("row", TABLE)
-def test_bad_input(row: Case, shared, tmp_path, monkeypatch, capsys):
+def test_bad_input(row: Case, shared, tmp_path, monkeypatch, cli):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)  # anything written relative to the working directory would show in the snapshot
@@ -486,7 +474,7 @@ def test_bad_input(row: Case, shared, tmp_path, monkeypatch, capsys):
     f = Inputs(work, shared)
     argv = row.argv(f)
     before = snapshot(work, shared["root"])
-    code, out, err = run(argv, capsys)
+    code, out, err = cli(argv)
     print(f"$ rhythmhead {' '.join(argv)}\n{err}")  # shown by pytest -rA / on failure: the table's error column
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]

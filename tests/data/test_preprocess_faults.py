@@ -14,21 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rhythmhead.cli import main
 from rhythmhead.data import preprocess as preprocess_mod
 from rhythmhead.data.store import DONE, ClipStore, ManifestWriter, read_manifest
 from rhythmhead.media.io import write_video
 
 # a 20 s clip keeps one worker busy while the other finishes a short one (~4 s each): the run is stopped then
 REAL_CLIPS = ("news_german_20s", "pcavs_00010", "pcavs_731200067")
-
-
-def _run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["preprocess", *map(str, args)])
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def _alive(pid: int) -> bool:
@@ -77,7 +68,7 @@ def _listed(store: Path) -> list[str]:
 @pytest.mark.media
 @pytest.mark.slow  # a subprocess with two workers that load torch and MediaPipe, on real clips (~12 s)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_stopped_run_leaves_no_process_and_a_valid_manifest(media_dir, tmp_path, capsys, sig):
+def test_stopped_run_leaves_no_process_and_a_valid_manifest(media_dir, tmp_path, cli, sig):
     videos = tmp_path / "videos"
     videos.mkdir()
     for name in REAL_CLIPS:
@@ -109,13 +100,13 @@ def test_stopped_run_leaves_no_process_and_a_valid_manifest(media_dir, tmp_path,
         assert proc.returncode == 128 + signal.SIGTERM
         assert len(err.strip().splitlines()) == 1 and "SIGTERM" in err, err  # no worker noise, no native log lines
         assert sorted(p.name for p in store.iterdir() if p.is_dir()) == done  # the workers removed their partial clips
-        code, out, _ = _run([videos / f"{done[0]}.mp4", "--out", store, "--no-progress"], capsys)
+        code, out, _ = cli(["preprocess", videos / f"{done[0]}.mp4", "--out", store, "--no-progress"])
         assert code == 0 and "0 ok, 0 failed, 1 already done" in out and f"{len(done)} clips in" in out
     else:
         assert proc.returncode == -signal.SIGKILL
 
 
-def test_manifest_lists_each_clip_as_it_finishes(face_video, tmp_path, capsys, monkeypatch):
+def test_manifest_lists_each_clip_as_it_finishes(face_video, tmp_path, cli, monkeypatch):
     """A run killed at any point leaves the finished clips listed: the manifest grows clip by clip."""
     videos = tmp_path / "v"
     videos.mkdir()
@@ -130,12 +121,12 @@ def test_manifest_lists_each_clip_as_it_finishes(face_video, tmp_path, capsys, m
         return real(src, out, clip_id, *args, **kwargs)
 
     monkeypatch.setattr(preprocess_mod, "preprocess_clip", spy)
-    code, out, _ = _run([videos, "--out", store, "--no-progress"], capsys)
+    code, out, _ = cli(["preprocess", videos, "--out", store, "--no-progress"])
     assert code == 0 and seen == [[], ["a"]]
     assert ClipStore(store).ids() == ["a", "b"]
 
 
-def test_rerun_keeps_one_failed_row_per_clip(face_video, tmp_path, capsys):
+def test_rerun_keeps_one_failed_row_per_clip(face_video, tmp_path, cli):
     videos = tmp_path / "v"
     videos.mkdir()
     write_video(videos / "blank.mp4", np.zeros((10, 64, 64, 3), np.uint8), fps=25)
@@ -147,11 +138,11 @@ def test_rerun_keeps_one_failed_row_per_clip(face_video, tmp_path, capsys):
         return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
     for _ in range(3):
-        code, *_ = _run([videos, "--out", store, "--no-progress"], capsys)
+        code, *_ = cli(["preprocess", videos, "--out", store, "--no-progress"])
         assert code == 1
         assert sorted(r["id"] for r in rows()) == ["blank", "dark"]
     shutil.copy(face_video, videos / "blank.mp4")  # fixed: it now succeeds, and its row goes
-    code, *_ = _run([videos, "--out", store, "--no-progress"], capsys)
+    code, *_ = cli(["preprocess", videos, "--out", store, "--no-progress"])
     assert code == 1 and [r["id"] for r in rows()] == ["dark"]
     assert ClipStore(store).ids() == ["blank"]
 

@@ -1,4 +1,5 @@
-"""Fixtures of the pipeline tests: a tiny random bundle, short speech, the packaged photo and a synthetic talking video.
+"""Fixtures of the pipeline tests: the packaged photo and a synthetic talking video (the tiny random bundle, its
+pipeline and 1.2 s of speech are in tests/conftest.py, shared with the server tests).
 
 Everything is made on the fly from package assets (no ../shared needed): the NASA astronaut portrait, the project's own
 synthesised speech, and a 2 s video of the portrait moving slightly with that speech as its audio track.
@@ -14,31 +15,6 @@ import pytest
 ASSETS = Path(str(resources.files("rhythmhead") / "assets"))
 PHOTO = ASSETS / "demo_photo.png"
 SPEECH = ASSETS / "demo_speech.wav"
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory) -> Path:
-    from rhythmhead.inference.random_bundle import write_random_bundle
-
-    return write_random_bundle(tmp_path_factory.mktemp("bundle"), "tiny", ablations=("no_warp",))
-
-
-@pytest.fixture(scope="session")
-def tiny_pipe(tiny_bundle):
-    from rhythmhead.inference.pipeline import TalkingHeadPipeline
-
-    return TalkingHeadPipeline.load(tiny_bundle, preset="fast", chunk=10)
-
-
-@pytest.fixture(scope="session")
-def speech_1s(tmp_path_factory) -> Path:
-    """1.2 s of the packaged speech (a voiced part), 16 kHz wav."""
-    from rhythmhead.media.io import load_audio, write_wav
-
-    wave = load_audio(SPEECH, 16000)
-    path = tmp_path_factory.mktemp("speech") / "speech_1s.wav"
-    write_wav(path, wave[int(0.9 * 16000): int(2.1 * 16000)], 16000)
-    return path
 
 
 @pytest.fixture(scope="session")

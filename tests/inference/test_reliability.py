@@ -23,23 +23,10 @@ from rhythmhead.errors import InputError
 from rhythmhead.inference.options import GenerationControls
 from rhythmhead.media.io import load_audio, write_video, write_wav
 
-from rhythmhead.cli import main
 
 PHOTO = Path(str(resources.files("rhythmhead") / "assets" / "demo_photo.png"))
 SPEECH = PHOTO.parent / "demo_speech.wav"
 RATE = 16000
-
-
-# run / base / assert_failed_cleanly: as in test_generate_cli.py
-def run(argv, capsys):
-    """Run the CLI in-process → (exit status, stdout, stderr)."""
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def base(tmp_path, bundle, reference=PHOTO, audio=None, **extra):
@@ -97,14 +84,14 @@ CLI_BAD = [
 
 
 @pytest.mark.parametrize("extra,option", CLI_BAD, ids=[" ".join(a) for a, _ in CLI_BAD])
-def test_bad_cli_value_is_one_line(tmp_path, tiny_bundle, speech_1s, capsys, extra, option):
+def test_bad_cli_value_is_one_line(tmp_path, tiny_bundle, speech_1s, cli, extra, option):
     if extra[:2] == ["--device", "cuda:7"]:
         import torch
 
         if torch.cuda.is_available() and torch.cuda.device_count() > 7:
             pytest.skip("this machine has a cuda:7")
     before = _listing(tmp_path)
-    code, _, err = run(base(tmp_path, tiny_bundle, audio=speech_1s) + extra, capsys)
+    code, _, err = cli(base(tmp_path, tiny_bundle, audio=speech_1s) + extra)
     assert_failed_cleanly(code, err, tmp_path, option)
     assert _listing(tmp_path) == before, "the failed run left files behind"
 
@@ -131,7 +118,7 @@ JOB_BAD = [
 
 
 @pytest.mark.parametrize("bad,option", JOB_BAD, ids=[json.dumps(b) for b, _ in JOB_BAD])
-def test_bad_jobs_value_stops_the_batch_before_models_load(tmp_path, tiny_bundle, speech_1s, capsys, monkeypatch,
+def test_bad_jobs_value_stops_the_batch_before_models_load(tmp_path, tiny_bundle, speech_1s, cli, monkeypatch,
                                                            bad, option):
     _forbid_model_loading(monkeypatch)
     good = {"reference": str(PHOTO), "audio": str(speech_1s), "out": str(tmp_path / "a.mp4")}
@@ -139,7 +126,7 @@ def test_bad_jobs_value_stops_the_batch_before_models_load(tmp_path, tiny_bundle
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(json.dumps(good) + "\n" + json.dumps(wrong) + "\n")
     before = _listing(tmp_path)
-    code, out, err = run(["generate", "--models", str(tiny_bundle), "--jobs", str(jobs), "-q"], capsys)
+    code, out, err = cli(["generate", "--models", str(tiny_bundle), "--jobs", str(jobs), "-q"])
     assert code == 2, err
     lines = _error_lines(err)
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -147,7 +134,7 @@ def test_bad_jobs_value_stops_the_batch_before_models_load(tmp_path, tiny_bundle
     assert _listing(tmp_path) == before and "wrote" not in out, "a job was generated"
 
 
-def test_batch_job_failing_at_run_time_does_not_stop_the_others(tmp_path, tiny_bundle, speech_1s, capsys):
+def test_batch_job_failing_at_run_time_does_not_stop_the_others(tmp_path, tiny_bundle, speech_1s, cli):
     from PIL import Image
 
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(tmp_path / "wall.png")
@@ -156,7 +143,7 @@ def test_batch_job_failing_at_run_time_does_not_stop_the_others(tmp_path, tiny_b
         {"reference": str(tmp_path / "wall.png"), "audio": str(speech_1s), "out": str(tmp_path / "a.mp4")},
         {"reference": str(PHOTO), "audio": str(speech_1s), "out": str(tmp_path / "b.mp4")},
     ]) + "\n")
-    code, out, err = run(["generate", "--models", str(tiny_bundle), "--jobs", str(jobs), "-q"], capsys)
+    code, out, err = cli(["generate", "--models", str(tiny_bundle), "--jobs", str(jobs), "-q"])
     assert code == 2, err
     lines = _error_lines(err)
     assert len(lines) == 1 and lines[0].startswith("error: job 1:") and "Traceback" not in err, err
@@ -166,7 +153,7 @@ def test_batch_job_failing_at_run_time_does_not_stop_the_others(tmp_path, tiny_b
     assert not _temps(tmp_path, "a.mp4") and not _temps(tmp_path, "b.mp4")
 
 
-def test_batch_job_failing_with_any_exception_is_reported(tmp_path, tiny_bundle, speech_1s, capsys, monkeypatch):
+def test_batch_job_failing_with_any_exception_is_reported(tmp_path, tiny_bundle, speech_1s, cli, monkeypatch):
     from rhythmhead.inference import generate_cli
 
     real = generate_cli.run_job
@@ -180,7 +167,7 @@ def test_batch_job_failing_with_any_exception_is_reported(tmp_path, tiny_bundle,
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text("\n".join(json.dumps({"reference": str(PHOTO), "audio": str(speech_1s),
                                           "out": str(tmp_path / f"{n}.mp4")}) for n in "ab") + "\n")
-    code, out, err = run(["generate", "--models", str(tiny_bundle), "--jobs", str(jobs), "-q"], capsys)
+    code, out, err = cli(["generate", "--models", str(tiny_bundle), "--jobs", str(jobs), "-q"])
     assert code == 2, err
     lines = _error_lines(err)
     assert len(lines) == 1 and lines[0].startswith("error: job 1:") and "boom" in lines[0], err
@@ -218,27 +205,27 @@ def test_plan_refuses_out_of_range_motion_scale(tiny_pipe, photo_ref, speech_1s)
 
 # -- 4. audio --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
-def test_float_wav_with_non_finite_samples(tmp_path, tiny_bundle, capsys, bad):
+def test_float_wav_with_non_finite_samples(tmp_path, tiny_bundle, cli, bad):
     wave = _speech(1.5)
     soundfile.write(tmp_path / "good.wav", wave, RATE, subtype="FLOAT")
     assert np.isfinite(load_audio(tmp_path / "good.wav")).all()  # the same file without them loads
     wave[RATE // 2: RATE // 2 + 10] = bad
     soundfile.write(tmp_path / "float.wav", wave, RATE, subtype="FLOAT")
     assert soundfile.info(str(tmp_path / "float.wav")).subtype == "FLOAT"
-    code, _, err = run(base(tmp_path, tiny_bundle, audio=tmp_path / "float.wav"), capsys)
+    code, _, err = cli(base(tmp_path, tiny_bundle, audio=tmp_path / "float.wav"))
     assert_failed_cleanly(code, err, tmp_path, "float.wav")
     line = _error_lines(err)[0]
     assert "NaN" in line or "infinite" in line, line
 
 
-def test_truncated_pcm_wav(tmp_path, tiny_bundle, capsys):
+def test_truncated_pcm_wav(tmp_path, tiny_bundle, cli):
     soundfile.write(tmp_path / "cut.wav", _speech(2.0), RATE, subtype="PCM_16")
     assert len(load_audio(tmp_path / "cut.wav")) == 2 * RATE  # complete: loads
     data = (tmp_path / "cut.wav").read_bytes()
     (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="truncated"):
         load_audio(tmp_path / "cut.wav")
-    code, _, err = run(base(tmp_path, tiny_bundle, audio=tmp_path / "cut.wav"), capsys)
+    code, _, err = cli(base(tmp_path, tiny_bundle, audio=tmp_path / "cut.wav"))
     assert_failed_cleanly(code, err, tmp_path, "cut.wav", "truncated")
 
 
@@ -282,9 +269,9 @@ def test_complete_compressed_audio_still_loads(tmp_path, fmt, codec):
 
 
 # -- 5. short --pose-from ----------------------------------------------------------------------------------------------
-def test_short_pose_track_is_said(tmp_path, tiny_bundle, speech_1s, capsys):
+def test_short_pose_track_is_said(tmp_path, tiny_bundle, speech_1s, cli):
     np.save(tmp_path / "p.npy", np.zeros((5, 6), np.float32))
-    code, _, err = run(base(tmp_path, tiny_bundle, audio=speech_1s, pose_from=tmp_path / "p.npy"), capsys)
+    code, _, err = cli(base(tmp_path, tiny_bundle, audio=speech_1s, pose_from=tmp_path / "p.npy"))
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert any("--pose-from" in w and "forth and back" in w for w in warnings), err
@@ -344,21 +331,21 @@ def test_sigterm_leaves_nothing(tmp_path, tiny_bundle, speech_long):
     assert not (tmp_path / "out.mp4").exists() and not _temps(tmp_path), _listing(tmp_path)
 
 
-def test_sigkill_temp_is_swept_by_the_next_run(tmp_path, tiny_bundle, speech_long, speech_1s, capsys):
+def test_sigkill_temp_is_swept_by_the_next_run(tmp_path, tiny_bundle, speech_long, speech_1s, cli):
     proc = _start_and_wait_for_temp(tmp_path, tiny_bundle, speech_long)
     proc.kill()
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     stale = _temps(tmp_path)
     assert stale and not (tmp_path / "out.mp4").exists()
-    code, _, err = run(base(tmp_path, tiny_bundle, audio=speech_1s), capsys)
+    code, _, err = cli(base(tmp_path, tiny_bundle, audio=speech_1s))
     assert code == 0, err
     assert (tmp_path / "out.mp4").is_file()
     assert not _temps(tmp_path), f"stale temp files left: {_temps(tmp_path)}"
 
 
 # -- 8. help ---------------------------------------------------------------------------------------------------------
-def test_help_says_an_existing_output_is_replaced(capsys):
-    code, out, _ = run(["generate", "--help"], capsys)
+def test_help_says_an_existing_output_is_replaced(cli):
+    code, out, _ = cli(["generate", "--help"])
     assert code == 0
     assert "existing output file is replaced" in " ".join(out.split())

@@ -1,5 +1,5 @@
-"""Fixtures of the server tests: a tiny random bundle (a job takes about a second), one pipeline for the session, a
-job manager + app over it, the packaged photo, 1.2 s of the packaged speech and a faceless grey photo."""
+"""Fixtures of the server tests: a job manager + app over the session's tiny pipeline (tests/conftest.py: a job takes
+about a second), the packaged photo and a faceless grey photo."""
 from __future__ import annotations
 
 from importlib import resources
@@ -10,32 +10,6 @@ import pytest
 
 ASSETS = Path(str(resources.files("rhythmhead") / "assets"))
 PHOTO = ASSETS / "demo_photo.png"
-SPEECH = ASSETS / "demo_speech.wav"
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory) -> Path:
-    from rhythmhead.inference.random_bundle import write_random_bundle
-
-    return write_random_bundle(tmp_path_factory.mktemp("bundle"), "tiny")
-
-
-@pytest.fixture(scope="session")
-def tiny_pipe(tiny_bundle):
-    from rhythmhead.inference.pipeline import TalkingHeadPipeline
-
-    return TalkingHeadPipeline.load(tiny_bundle, preset="fast", chunk=10)
-
-
-@pytest.fixture(scope="session")
-def speech_1s(tmp_path_factory) -> Path:
-    """1.2 s of the packaged speech (a voiced part), 16 kHz wav."""
-    from rhythmhead.media.io import load_audio, write_wav
-
-    wave = load_audio(SPEECH, 16000)
-    path = tmp_path_factory.mktemp("speech") / "speech_1s.wav"
-    write_wav(path, wave[int(0.9 * 16000): int(2.1 * 16000)], 16000)
-    return path
 
 
 @pytest.fixture(scope="session")
