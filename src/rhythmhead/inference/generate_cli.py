@@ -67,8 +67,7 @@ def _named(job: Job):
 
 def check_files(job: Job) -> None:
     """Cheap checks (headers only): required options, output path, input files readable and of the right kind."""
-    from ..media.io import IMAGE_SUFFIXES, probe
-    from .inputs import check_reference_file
+    from .inputs import check_input_files
 
     o = job.options
     for key in ("reference", "audio", "out"):
@@ -88,22 +87,7 @@ def check_files(job: Job) -> None:
             raise InputError(f"the output would overwrite the {key.replace('_', ' ')} input", out)
     if o.get("pose_from") and job.controls.still:
         raise click.UsageError(f"{_where(job, 'pose_from')} and --still exclude each other")
-    check_reference_file(o["reference"])
-    info = probe(o["audio"])
-    if not info.has_audio:
-        raise InputError("has no audio track; give a speech recording", o["audio"])
-    if o.get("pose_from") and Path(o["pose_from"]).suffix.lower() != ".npy":
-        check_reference_file(o["pose_from"], "pose source")
-    if o.get("expression_from"):
-        check_reference_file(o["expression_from"], "expression source")
-    if o.get("motion_style"):
-        p = Path(o["motion_style"])
-        if p.suffix.lower() in IMAGE_SUFFIXES or not probe(p).has_audio:
-            raise InputError("a motion style must be a video with speech", p)
-    if o.get("pose_from") and Path(o["pose_from"]).suffix.lower() == ".npy":
-        from .inputs import load_pose_track
-
-        job.pose_track = load_pose_track(o["pose_from"])
+    job.pose_track = check_input_files(o)
 
 
 def check_audio(job: Job) -> None:

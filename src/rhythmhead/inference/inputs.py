@@ -87,6 +87,59 @@ def check_reference_file(path: str | Path, what: str = "reference") -> Path:
     return p
 
 
+INPUT_FILES = ("reference", "audio", "pose_from", "expression_from", "motion_style")
+
+
+def check_input_files(files: dict) -> PoseTrack | None:
+    """The cheap checks (headers only) of a generation's input files, the same for ``rhythmhead generate``, its
+    ``--jobs`` lines and ``rhythmhead serve``: ``files`` maps :data:`INPUT_FILES` names to paths (None or absent =
+    not given; reference and audio are required). The reference, expression source and a video pose source must
+    be videos or photos, the audio must have an audio track, a motion style must be a video with speech; a ``.npy``
+    pose source is loaded and returned. The InputError raised carries ``field``, the name of the file it is about.
+    """
+    from ..media.io import IMAGE_SUFFIXES, probe
+
+    def field(name):
+        return _InputField(name)
+
+    with field("reference"):
+        check_reference_file(files["reference"])
+    with field("audio"):
+        if not probe(files["audio"]).has_audio:
+            raise InputError("has no audio track; give a speech recording", files["audio"])
+    pose = files.get("pose_from")
+    if pose and Path(pose).suffix.lower() != ".npy":
+        with field("pose_from"):
+            check_reference_file(pose, "pose source")
+    if files.get("expression_from"):
+        with field("expression_from"):
+            check_reference_file(files["expression_from"], "expression source")
+    style = files.get("motion_style")
+    if style:
+        with field("motion_style"):
+            if Path(style).suffix.lower() in IMAGE_SUFFIXES or not probe(style).has_audio:
+                raise InputError("a motion style must be a video with speech", style)
+    if pose and Path(pose).suffix.lower() == ".npy":
+        with field("pose_from"):
+            return load_pose_track(pose)
+    return None
+
+
+class _InputField:
+    """Tags an InputError raised inside with ``field`` (the input file it is about)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, InputError) and getattr(exc, "field", None) is None:
+            exc.field = self.name
+        return False
+
+
 def load_reference(path: str | Path, crop_mode: str = "smooth"):
     """Prepare a reference video or photo (crops, landmarks, mesh, pose, key frame, boxes).
 

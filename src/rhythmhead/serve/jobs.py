@@ -291,29 +291,15 @@ class JobManager:
 
     def _check_media(self, job: _Job) -> None:
         """Headers of every upload, the speech (decoded: length, silence) and a photo's face."""
-        from ..inference.inputs import check_reference_file, load_driving_audio, load_pose_track, load_reference
-        from ..media.io import probe
+        from ..inference.inputs import check_input_files, load_driving_audio, load_reference
 
         f = job.files
-        with _as_field(job.dir, "reference"):
-            check_reference_file(f["reference"])
+        try:
+            job.pose_track = check_input_files(f)  # the checks of rhythmhead generate
+        except InputError as exc:
+            raise FieldError(getattr(exc, "field", None), _public(str(exc), job.dir)) from None
         with _as_field(job.dir, "audio"):
-            if not probe(f["audio"]).has_audio:
-                raise InputError("has no audio track; give a speech recording", f["audio"])
             load_driving_audio(f["audio"], max_seconds=job.controls.max_seconds)
-        if "pose_from" in f:
-            with _as_field(job.dir, "pose_from"):
-                if f["pose_from"].suffix.lower() == ".npy":
-                    job.pose_track = load_pose_track(f["pose_from"])
-                else:
-                    check_reference_file(f["pose_from"], "pose source")
-        if "expression_from" in f:
-            with _as_field(job.dir, "expression_from"):
-                check_reference_file(f["expression_from"], "expression source")
-        if "motion_style" in f:
-            with _as_field(job.dir, "motion_style"):
-                if not probe(f["motion_style"]).has_audio:
-                    raise InputError("a motion style must be a video with speech", f["motion_style"])
         if f["reference"].suffix.lower() in IMAGE_SUFFIXES:  # a photo's face is quick to find; a video's is the job's
             with _as_field(job.dir, "reference"):
                 job.reference, job.notes = load_reference(f["reference"])
