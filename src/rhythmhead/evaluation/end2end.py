@@ -371,7 +371,8 @@ def command(clips, models, out, max_clips, max_frames, preset, no_cross, example
     Example:
       rhythmhead evaluate end2end --clips ../shared/media/talking_video --models runs/bundle --out reports/e2e.json
     """
-    from .inputs import check_device, check_report_path
+    from ..inference.options import check_device
+    from .inputs import check_report_path
     from .report import format_table, write_report
 
     check_report_path(out)

@@ -51,13 +51,6 @@ def check_store_path(data: str | os.PathLike) -> Path:
     return path
 
 
-def check_device(device: str) -> str:
-    """``--device``: a torch device of this machine (:func:`rhythmhead.inference.options.check_device`)."""
-    from ..inference.options import check_device as check
-
-    return check(device)
-
-
 def require_config(config: dict, keys: dict[str, tuple[str, ...]], path: str | os.PathLike, stage: str) -> None:
     """The exported training config holds ``section.key`` for every key the evaluation reads; an export made
     without a training run (e.g. a hand-made or random bundle file) lacks them."""
@@ -77,4 +70,6 @@ def check_inputs(data: str | os.PathLike, out: str | os.PathLike, models: str | 
     check_store_path(data)
     if models is not None:
         check_models_path(models, stage)
+    from ..inference.options import check_device
+
     return check_device(device) if device is not None else None
