@@ -14,7 +14,6 @@ import torch
 import yaml
 
 from .. import config as config_lib
-from ..errors import InputError
 from ..lazy import load
 
 # stage name -> "module:TrainTask subclass". One plain table, no registry.
